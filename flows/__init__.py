@@ -1,0 +1,1 @@
+"""Prefect flows of winback: campaign, dispatch and measure — orchestration only."""
