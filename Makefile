@@ -29,7 +29,7 @@ bench: $(STAMP)
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 ui: $(STAMP)
-	$(PY) -m winback.ui
+	$(PY) -m flows.serve
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache demo-out

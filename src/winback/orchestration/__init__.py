@@ -1,0 +1,1 @@
+"""Running winback's Prefect flows from the command line (`winback run`); the flows live in `flows/`."""
