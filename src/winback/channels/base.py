@@ -1,0 +1,204 @@
+"""The one port every provider adapter implements, and the normalised message and result types.
+
+Each provider module only builds its payload, posts it and maps the provider's answer into one
+`SendResult` per message (accepted / retryable / permanent, with a reason), in the manner of
+django-anymail's `backends/base.py`. Library exceptions (httpx, aiosmtplib) are translated here,
+at the boundary, so the send engine never sees them.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import httpx
+
+SendStatus = Literal["accepted", "retryable", "permanent"]
+LookupStatus = Literal["found", "not_found", "unknown"]
+
+# Longest Retry-After we honour; a provider asking for more is treated as an outage by the engine.
+MAX_RETRY_AFTER_S = 3600.0
+
+
+def message_key(campaign_id: str, customer_id: str, step: int | str) -> str:
+    """The ledger key as sent to providers: `campaign:customer:step` (also the idempotency key)."""
+    return f"{campaign_id}:{customer_id}:{int(step)}"
+
+
+def split_key(key: str) -> tuple[str, str, int]:
+    """Invert `message_key` (campaign ids may contain ':'; the customer id and step are the last two)."""
+    campaign_id, customer_id, step = key.rsplit(":", 2)
+    return campaign_id, customer_id, int(step)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundMessage:
+    """One rendered message ready for a provider; `key` is the ledger key and idempotency key."""
+
+    key: str
+    channel: str
+    to: str
+    from_: str
+    subject: str | None = None
+    html: str | None = None
+    text: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    from_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """The normalised answer for one message.
+
+    `ambiguous` is True when the request may have reached the provider although no answer came back
+    (read timeout, connection dropped after the request was written, HTTP 500): the engine must look
+    the key up before sending again. `suppress` names a suppression reason (`unsubscribed`,
+    `invalid_address`, …) the provider's answer implies.
+    """
+
+    key: str
+    status: SendStatus
+    provider: str
+    provider_message_id: str | None = None
+    reason: str | None = None
+    retry_after: float | None = None
+    suppress: str | None = None
+    ambiguous: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LookupResult:
+    """Whether the provider has a message for our key: found (with its id), not_found, or unknown."""
+
+    key: str
+    status: LookupStatus
+    provider_message_id: str | None = None
+    reason: str | None = None
+
+
+@runtime_checkable
+class Channel(Protocol):
+    """A provider adapter: send a batch of rendered messages, and find a message by our key."""
+
+    name: str
+
+    async def send(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
+        """Send the messages; one `SendResult` per message, in order. Never raises for provider errors."""
+        ...
+
+    async def lookup(self, key: str, message: OutboundMessage | None = None) -> LookupResult:
+        """Whether the provider already accepted a message carrying `key` (reconciliation on resume).
+
+        `message` is the same message rendered again, for providers that cannot search by our key
+        (Twilio: matched by recipient and body).
+        """
+        ...
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delay-seconds or an HTTP-date (RFC 9110 §10.2.3).
+
+    Returns None when absent or unreadable, 0 for a date in the past, and caps at `MAX_RETRY_AFTER_S`.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        if when.tzinfo is None:  # RFC 9110 dates are GMT
+            when = when.replace(tzinfo=UTC)
+        now = now or datetime.now(UTC)
+        seconds = (when - now).total_seconds()
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
+# Statuses after which the provider certainly did not act on the request (the gateway or the rate
+# limiter answered), so a retry cannot duplicate; a 500 may come after the work was done.
+_NOT_PROCESSED = {408, 425, 429, 502, 503, 504}
+
+
+def result_from_http_error(key: str, provider: str, response: httpx.Response, reason: str) -> SendResult:
+    """Map a non-success HTTP answer to retryable (429/5xx/408) or permanent (other 4xx)."""
+    status = response.status_code
+    if status == 429 or status >= 500 or status in (408, 425):
+        return SendResult(
+            key,
+            "retryable",
+            provider,
+            reason=f"http_{status}: {reason}" if reason else f"http_{status}",
+            retry_after=parse_retry_after(response.headers.get("retry-after")),
+            ambiguous=status not in _NOT_PROCESSED,
+        )
+    if status in (401, 403):
+        return SendResult(key, "permanent", provider, reason=f"auth_rejected: http_{status}")
+    return SendResult(key, "permanent", provider, reason=f"http_{status}: {reason}" if reason else f"http_{status}")
+
+
+def result_from_transport_error(key: str, provider: str, exc: Exception) -> SendResult:
+    """Map an httpx transport exception: retryable, ambiguous unless the request surely was not sent."""
+    name = type(exc).__name__
+    # ConnectError / PoolTimeout: no byte of the request left this process. Everything else (read
+    # timeouts, a connection closed before the answer, httpx-aiohttp's mapping of a server disconnect
+    # to ConnectTimeout) may have reached the provider.
+    surely_unsent = isinstance(exc, httpx.ConnectError | httpx.PoolTimeout)
+    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
+        return SendResult(key, "permanent", provider, reason=f"bad_url: {name}")
+    return SendResult(key, "retryable", provider, reason=f"transport: {name}", ambiguous=not surely_unsent)
+
+
+def error_text(response: httpx.Response, limit: int = 200) -> str:
+    """A short reason from a provider's error body (JSON `message`/`errors[0].message`, else text)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:limit].strip()
+    if isinstance(body, dict):
+        if isinstance(body.get("errors"), list) and body["errors"]:
+            first = body["errors"][0]
+            if isinstance(first, dict):
+                return str(first.get("message", first))[:limit]
+        for k in ("message", "error", "detail"):
+            if k in body:
+                return str(body[k])[:limit]
+    return str(body)[:limit]
+
+
+def unsubscribe_headers(https_url: str | None, mailto: str | None) -> dict[str, str]:
+    """RFC 2369 List-Unsubscribe (https and mailto) plus RFC 8058 one-click List-Unsubscribe-Post."""
+    parts = []
+    if https_url:
+        parts.append(f"<{https_url}>")
+    if mailto:
+        parts.append(f"<{mailto if mailto.startswith('mailto:') else 'mailto:' + mailto}>")
+    if not parts:
+        return {}
+    headers = {"List-Unsubscribe": ", ".join(parts)}
+    if https_url:  # RFC 8058 requires an https URI in List-Unsubscribe for one-click
+        headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    return headers
+
+
+def mailto_unsubscribe(address: str, token: str) -> str:
+    """A mailto: unsubscribe URI whose subject carries the signed token."""
+    return f"mailto:{address}?subject={urllib.parse.quote('unsubscribe ' + token)}"
+
+
+def format_address(address: str, name: str | None) -> str:
+    """`Name <address>` with RFC 5322 quoting (non-ASCII names encoded by the mail library downstream)."""
+    return email.utils.formataddr((name, address)) if name else address

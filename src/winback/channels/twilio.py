@@ -1,0 +1,140 @@
+"""Twilio Programmable Messaging (SMS) over httpx.
+
+Request shape (twilio.com/docs/messaging/api/message-resource): `POST
+/2010-04-01/Accounts/{AccountSid}/Messages.json`, HTTP basic auth `AccountSid:AuthToken`, form
+fields `To` (E.164), `From` or `MessagingServiceSid`, `Body`, optional `StatusCallback`. Success is
+`201 Created` with JSON `{"sid": "SM…", "status": "queued", …}`. Errors are JSON `{"code", "message",
+"more_info", "status"}`: 21610 = the recipient replied STOP (unsubscribed; suppress), 21211 / 21614 =
+not a valid / not a mobile number (invalid address), 20429 or HTTP 429 = too many requests (retry).
+
+Twilio has no idempotency key and no search by custom metadata, so lookup lists the account's
+messages `To` the recipient sent since the day of the attempt (`DateSent>=`) and matches the exact
+body; without the re-rendered message the answer is `unknown`.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+import httpx
+from pydantic import SecretStr
+
+from winback.channels.base import (
+    LookupResult,
+    OutboundMessage,
+    SendResult,
+    parse_retry_after,
+    result_from_http_error,
+    result_from_transport_error,
+)
+
+DEFAULT_BASE_URL = "https://api.twilio.com"
+
+# Error code → (suppression reason or None, short reason). twilio.com/docs/api/errors/<code>.
+PERMANENT_CODES = {
+    21610: ("unsubscribed", "recipient unsubscribed (STOP)"),
+    21211: ("invalid_address", "invalid 'To' phone number"),
+    21614: ("invalid_address", "'To' number is not a mobile number"),
+    21612: (None, "'To' number is unroutable"),
+    21408: (None, "permission to send to this region is not enabled"),
+}
+
+
+
+class TwilioChannel:
+    """SMS through Twilio's Messages resource."""
+
+    name = "twilio"
+
+    def __init__(self, client: httpx.AsyncClient, account_sid: str, auth_token: SecretStr, *,
+                 from_number: str | None = None, messaging_service_sid: str | None = None,
+                 status_callback: str | None = None, base_url: str = DEFAULT_BASE_URL,
+                 timeout: float = 10.0) -> None:
+        self._client = client
+        self.account_sid = account_sid
+        self._auth_token = auth_token
+        self.from_number = from_number
+        self.messaging_service_sid = messaging_service_sid
+        self.status_callback = status_callback
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"TwilioChannel(base_url={self.base_url!r}, account_sid={self.account_sid!r})"
+
+    def _auth(self) -> httpx.BasicAuth:
+        return httpx.BasicAuth(self.account_sid, self._auth_token.get_secret_value())
+
+    @property
+    def _messages_url(self) -> str:
+        return f"{self.base_url}/2010-04-01/Accounts/{self.account_sid}/Messages.json"
+
+    def form(self, message: OutboundMessage) -> dict[str, str]:
+        """The form fields for one SMS."""
+        data = {"To": message.to, "Body": message.text or ""}
+        if self.messaging_service_sid:
+            data["MessagingServiceSid"] = self.messaging_service_sid
+        else:
+            data["From"] = message.from_ or (self.from_number or "")
+        if self.status_callback:
+            # Our key in the callback URL lets the events server tie status callbacks to the ledger row.
+            sep = "&" if "?" in self.status_callback else "?"
+            data["StatusCallback"] = f"{self.status_callback}{sep}{urllib.parse.urlencode({'winback_key': message.key})}"
+        return data
+
+    async def _send_one(self, message: OutboundMessage) -> SendResult:
+        try:
+            response = await self._client.post(self._messages_url, data=self.form(message), auth=self._auth(),
+                                               timeout=self.timeout)
+        except httpx.HTTPError as exc:
+            return result_from_transport_error(message.key, self.name, exc)
+        if response.status_code in (200, 201):
+            try:
+                sid = response.json().get("sid")
+            except (ValueError, AttributeError):
+                sid = None
+            return SendResult(message.key, "accepted", self.name, provider_message_id=sid)
+        try:
+            body = response.json()
+            code = int(body.get("code")) if body.get("code") is not None else None
+            text = str(body.get("message", ""))[:200]
+        except (ValueError, AttributeError, TypeError):
+            code, text = None, response.text[:200]
+        if code in PERMANENT_CODES:
+            suppress, short = PERMANENT_CODES[code]
+            return SendResult(message.key, "permanent", self.name, reason=f"twilio_{code}: {short}",
+                              suppress=suppress)
+        if code == 20429 or response.status_code == 429:
+            return SendResult(message.key, "retryable", self.name, reason=f"twilio_{code or 429}: too many requests",
+                              retry_after=parse_retry_after(response.headers.get("retry-after")))
+        return result_from_http_error(message.key, self.name, response, f"twilio_{code}: {text}" if code else text)
+
+    async def send(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
+        """Send each SMS as its own request."""
+        return [await self._send_one(m) for m in messages]
+
+    async def lookup(self, key: str, message: OutboundMessage | None = None) -> LookupResult:
+        """Match a message to the same number with the same body sent since yesterday (UTC)."""
+        if message is None:
+            return LookupResult(key, "unknown", reason="twilio cannot search by our key without the message")
+        since = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
+        params = {"To": message.to, "DateSent>": since, "PageSize": 100}
+        try:
+            response = await self._client.get(self._messages_url, params=params, auth=self._auth(),
+                                              timeout=self.timeout)
+        except httpx.HTTPError as exc:
+            return LookupResult(key, "unknown", reason=f"transport: {type(exc).__name__}")
+        if response.status_code != 200:
+            return LookupResult(key, "unknown", reason=f"http_{response.status_code}")
+        try:
+            items = response.json().get("messages", [])
+        except (ValueError, AttributeError):
+            return LookupResult(key, "unknown", reason="unreadable messages answer")
+        for item in items:
+            if item.get("to") == message.to and item.get("body") == (message.text or ""):
+                return LookupResult(key, "found", provider_message_id=item.get("sid"))
+        if len(items) >= 100:  # more pages than we read: cannot say it is absent
+            return LookupResult(key, "unknown", reason="too many messages to that number to be sure")
+        return LookupResult(key, "not_found")
