@@ -1,0 +1,552 @@
+"""Who came back because of the campaign: attribution of orders to contacts and treated-vs-holdout uplift.
+
+`measure_campaign(ledger_rows, orders, window_days=…)` is pure (no clock, no network; `orders` may
+be a frame or a Parquet/CSV path DuckDB scans directly, so ten million orders never pass through
+pandas). The rules, in one place:
+
+- **Unit**: a customer of the campaign (ledger rows of arm `treatment` or `holdout`; `excluded` rows
+  are not part of the experiment). Attributes (offer, tier, stage, reason, channel) come from the
+  customer's first step.
+- **Intention to treat**: every customer assigned to treatment counts as treated whatever happened
+  to the message (failed, suppressed, bounced, still planned). The delivery rate is reported beside.
+- **Contact time**: treatment — the first step's real `sent_at` when it was sent, else its planned
+  `send_at_utc` (never contacted: the time they were due); the earliest over steps. Holdout — the
+  earliest planned `send_at_utc`, i.e. when they would have been contacted.
+- **Attribution window**: orders with contact_at ≤ ordered_at < contact_at + window_days (and
+  ordered_at ≤ as_of when given). An order before the contact or after the window does not count.
+- **Coupon redemptions**: orders in the window whose `coupon_code` is one of the codes the ledger
+  gave that customer in this campaign. Their cost is, per order: the order's own `discount` when
+  it is recorded (> 0; the shop's actual figure); else by offer kind — `percent_off`: percent ×
+  order amount (`percent` 15 and 0.15 both mean 15 %), `amount_off`: min(amount, order amount);
+  other kinds (points, free shipping, gifts, service recovery): the offer's `cost` from the ledger
+  context when present, else the row's `expected_cost` (the planner's estimate of the offer's cost).
+- **Money**: incremental revenue = (revenue per customer, treated − holdout) × treated customers;
+  offer cost = the cost of all coupons redeemed in the treatment arm (every one is caused by the
+  campaign, also those used by customers who would have bought anyway); net incremental value =
+  incremental revenue − offer cost; ROI = net incremental value / offer cost.
+- **Statistics**: see `winback.measure.stats` (Newcombe CI + pooled z-test for return rates; Welch by
+  default for revenue per customer, `revenue_method="bootstrap"` for the seeded bootstrap).
+- **Breakdowns** by offer, value tier, lapse stage, likely reason, channel and cadence step are
+  randomized comparisons too (holdout rows carry the offer/channel they would have had). The step
+  breakdown re-times each unit at that step's contact: it compares customers who reached step n in
+  each arm, which is descriptive — who reaches a follow-up depends on the earlier steps. Many
+  subgroups mean many tests: a Holm-adjusted p-value is given per dimension.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from winback.errors import DataError
+from winback.measure import stats
+
+DEFAULT_BREAKDOWNS = ("offer", "value_tier", "lapse_stage", "likely_reason", "channel", "step")
+MISSING_GROUP = "(none)"
+_US_PER_DAY = 86_400_000_000
+
+
+@dataclass
+class MeasureResult:
+    """Everything measured for one campaign: arms, uplift, money, breakdowns, curve and per-unit table."""
+
+    campaign_id: str | None
+    window_days: int
+    as_of: pd.Timestamp | None
+    arms: dict[str, dict]
+    delivery: dict
+    uplift: dict[str, dict]
+    incremental_returns: dict
+    incremental_revenue: dict
+    offer_cost: float
+    net_incremental_value: float
+    roi: float | None
+    revenue_method: str
+    breakdowns: dict[str, pd.DataFrame] = field(default_factory=dict)
+    curve: pd.DataFrame = field(default_factory=pd.DataFrame)
+    units: pd.DataFrame = field(default_factory=pd.DataFrame)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """The figures for machines (`winback measure --json`)."""
+        out = {
+            "campaign_id": self.campaign_id,
+            "window_days": self.window_days,
+            "as_of": None if self.as_of is None else self.as_of.isoformat(),
+            "arms": _jsonable(self.arms),
+            "delivery": _jsonable(self.delivery),
+            "uplift": _jsonable(self.uplift),
+            "incremental_returns": _jsonable(self.incremental_returns),
+            "incremental_revenue": _jsonable(self.incremental_revenue),
+            "offer_cost": _jsonable(self.offer_cost),
+            "net_incremental_value": _jsonable(self.net_incremental_value),
+            "roi": _jsonable(self.roi),
+            "methods": {
+                "return_rate": "Newcombe hybrid score (Wilson) 95% CI; pooled two-proportion z-test",
+                "revenue_per_customer": (
+                    "Welch t 95% CI and test" if self.revenue_method == "welch"
+                    else "seeded percentile bootstrap 95% CI"
+                ),
+                "multiple_comparisons": "Holm-adjusted p-values within each breakdown dimension",
+            },
+            "notes": list(self.notes),
+        }
+        for dim, frame in self.breakdowns.items():
+            out[f"by_{dim}"] = _records(frame)
+        out.setdefault("by_offer", [])
+        return out
+
+    def table(self) -> pd.DataFrame:
+        """One long table: the overall row and every breakdown row (`dimension`, `group`, figures)."""
+        overall = _overall_row(self)
+        frames = [overall] + [
+            f.assign(dimension=dim).rename(columns={dim: "group"}) for dim, f in self.breakdowns.items()
+        ]
+        table = pd.concat(frames, ignore_index=True)
+        table["group"] = table["group"].astype("string")
+        lead = ["dimension", "group"]
+        return table[lead + [c for c in table.columns if c not in lead]]
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        return None if not math.isfinite(float(value)) else float(value)
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    if value is pd.NA or value is pd.NaT:
+        return None
+    return value
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    return [_jsonable(r) for r in frame.to_dict("records")]
+
+
+# -- inputs ------------------------------------------------------------------------------------------
+
+
+def _utc(series: pd.Series, name: str) -> pd.Series:
+    """Coerce a column to datetime64[ns, UTC]; naive values are taken as UTC (the ledger stores UTC)."""
+    if isinstance(series.dtype, pd.DatetimeTZDtype):
+        return series.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
+    try:
+        out = pd.to_datetime(series, utc=True, errors="raise", format="mixed")
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"cannot read timestamps: {exc}", column=name) from None
+    return out.astype("datetime64[ns, UTC]")
+
+
+def _offer_params(ledger: pd.DataFrame) -> pd.DataFrame:
+    """percent (fraction), amount_off and fixed cost per ledger row, from the context JSON and expected_cost.
+
+    Only rows carrying a coupon code matter (no coupon, no redemption cost); their JSON is read by
+    DuckDB in one vectorised pass. Unreadable JSON only loses the kind-specific fallback.
+    """
+    n = len(ledger)
+    out = pd.DataFrame({"percent": np.full(n, np.nan), "amount_off": np.full(n, np.nan),
+                        "fixed_cost": np.full(n, np.nan)}, index=ledger.index)
+    has_coupon = ledger["coupon_code"].notna().to_numpy()
+    if "context" in ledger.columns and has_coupon.any():
+        ctx = pd.DataFrame({"i": np.flatnonzero(has_coupon),
+                            "context": ledger["context"].astype("string").to_numpy()[has_coupon]})
+        con = duckdb.connect()
+        try:
+            con.register("ctx", ctx)
+            got = con.execute(
+                """SELECT i,
+                     CASE WHEN json_valid(context) THEN TRY_CAST(json_extract_string(context, '$.offer.percent') AS DOUBLE) END AS percent,
+                     CASE WHEN json_valid(context) THEN TRY_CAST(json_extract_string(context, '$.offer.amount') AS DOUBLE) END AS amount_off,
+                     CASE WHEN json_valid(context) THEN TRY_CAST(json_extract_string(context, '$.offer.cost') AS DOUBLE) END AS fixed_cost
+                   FROM ctx ORDER BY i"""
+            ).df()
+        finally:
+            con.close()
+        rows = got["i"].to_numpy()
+        for name in ("percent", "amount_off", "fixed_cost"):
+            out.iloc[rows, out.columns.get_loc(name)] = got[name].to_numpy(dtype=float, na_value=np.nan)
+    # `percent` may be written 15 or 0.15.
+    pct = out["percent"].to_numpy()
+    out["percent"] = np.where(pct > 1, pct / 100.0, pct)
+    if "expected_cost" in ledger.columns:
+        expected = pd.to_numeric(ledger["expected_cost"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        out["fixed_cost"] = np.where(np.isnan(out["fixed_cost"].to_numpy()), expected, out["fixed_cost"])
+    return out
+
+
+def prepare_ledger(ledger_rows: pd.DataFrame) -> pd.DataFrame:
+    """Validate and normalise ledger rows for measurement (arms, steps, timestamps, offer fields)."""
+    needed = ["customer_id", "arm", "send_at_utc"]
+    missing = [c for c in needed if c not in ledger_rows.columns]
+    if missing:
+        raise DataError(f"ledger rows lack column(s) {missing}")
+    led = ledger_rows.copy()
+    led = led[led["arm"].isin(["treatment", "holdout"])]
+    bad = ledger_rows.loc[~ledger_rows["arm"].isin(["treatment", "holdout", "excluded"]), "arm"]
+    if len(bad):
+        raise DataError(f"unknown arm value(s) {sorted(map(str, bad.unique()))[:5]}", column="arm")
+    if "step" not in led.columns:
+        led["step"] = 1
+    led["step"] = pd.to_numeric(led["step"], errors="coerce")
+    if led["step"].isna().any():
+        raise DataError("step must be an integer", column="step")
+    led["step"] = led["step"].astype("int64")
+    led["customer_id"] = led["customer_id"].astype("string")
+    led["send_at_utc"] = _utc(led["send_at_utc"], "send_at_utc")
+    if led["send_at_utc"].isna().any():
+        n = int(led["send_at_utc"].isna().sum())
+        raise DataError(f"{n} ledger row(s) without send_at_utc: cannot tell when the window starts",
+                        column="send_at_utc")
+    led["sent_at"] = _utc(led["sent_at"], "sent_at") if "sent_at" in led else pd.NaT
+    led["state"] = led["state"].astype("string") if "state" in led else pd.NA
+    arms_per_customer = led.groupby("customer_id", sort=False)["arm"].nunique()
+    if (arms_per_customer > 1).any():
+        who = arms_per_customer[arms_per_customer > 1].index[:3].tolist()
+        raise DataError(f"customer(s) {who} appear in both arms of one campaign", column="arm")
+    for col in ("offer", "offer_kind", "coupon_code", "value_tier", "lapse_stage", "likely_reason", "channel",
+                "delivery_status", "campaign_id"):
+        if col not in led.columns:
+            led[col] = pd.NA
+        led[col] = led[col].astype("string")
+    led = led.join(_offer_params(led))
+    led["really_sent"] = (led["state"] == "sent").fillna(False).astype(bool) & led["sent_at"].notna()
+    # Treatment rows start their window at the real send when there was one; holdout at the plan.
+    led["contact_at"] = led["send_at_utc"].where(~led["really_sent"], led["sent_at"])
+    return led.sort_values(["customer_id", "step"], kind="stable").reset_index(drop=True)
+
+
+# -- attribution (DuckDB) --------------------------------------------------------------------------
+
+
+def _orders_relation(con: duckdb.DuckDBPyConnection, orders) -> str:
+    """Register the orders (frame or file) as view `o` with epoch-microsecond times; return its columns."""
+    if isinstance(orders, str | Path):
+        path = str(orders)
+        if not Path(path).exists():
+            raise DataError("file not found", file=path)
+        suffix = Path(path).suffix.lower()
+        if suffix in (".parquet", ".pq"):
+            source = f"read_parquet('{_sql_str(path)}')"
+        elif suffix == ".csv":
+            source = f"read_csv_auto('{_sql_str(path)}', header=true)"
+        else:
+            raise DataError(f"unsupported orders file type {suffix!r}; use .csv or .parquet", file=path)
+        try:
+            cols = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()]
+        except duckdb.Error as exc:
+            raise DataError(f"cannot read orders: {str(exc).splitlines()[0]}", file=path) from None
+    else:
+        if not isinstance(orders, pd.DataFrame):
+            raise DataError("orders must be a DataFrame or a path to a CSV/Parquet file")
+        frame = orders
+        if "ordered_at" in frame.columns:
+            frame = frame.assign(ordered_at=_utc(frame["ordered_at"], "ordered_at"))
+        con.register("orders_df", frame)
+        source = "orders_df"
+        cols = list(frame.columns)
+    missing = [c for c in ("customer_id", "ordered_at", "amount") if c not in cols]
+    if missing:
+        raise DataError(f"orders lack column(s) {missing}")
+    order_id = "CAST(order_id AS VARCHAR)" if "order_id" in cols else "NULL"
+    coupon = "CAST(coupon_code AS VARCHAR)" if "coupon_code" in cols else "CAST(NULL AS VARCHAR)"
+    discount = "coalesce(TRY_CAST(discount AS DOUBLE), 0)" if "discount" in cols else "0.0"
+    # Naive timestamps in a file are read as UTC (the orders contract is UTC).
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute(
+        f"""CREATE OR REPLACE TEMP VIEW o AS SELECT CAST(customer_id AS VARCHAR) AS customer_id,
+            {order_id} AS order_id, epoch_us(CAST(ordered_at AS TIMESTAMPTZ)) AS t,
+            CAST(amount AS DOUBLE) AS amount, {coupon} AS coupon_code, {discount} AS discount FROM {source}"""
+    )
+    return source
+
+
+def _sql_str(text: str) -> str:
+    return text.replace("'", "''")
+
+
+def attribute_orders(
+    units: pd.DataFrame, coupons: pd.DataFrame, orders, *, window_days: float, as_of: pd.Timestamp | None = None
+) -> pd.DataFrame:
+    """Per unit: orders, revenue, first order time (days after contact), coupons redeemed and their cost.
+
+    `units`: `unit` (int), `customer_id`, `contact_at` (UTC). `coupons`: `customer_id`, `coupon_code`,
+    `offer_kind`, `percent`, `amount_off`, `fixed_cost`. Orders count when
+    contact_at ≤ ordered_at < contact_at + window_days (and ≤ as_of).
+    """
+    start = units["contact_at"].astype("datetime64[ns, UTC]").astype("int64") // 1000
+    end = start + int(round(window_days * _US_PER_DAY))
+    if as_of is not None:
+        end = np.minimum(end, as_of.tz_convert("UTC").value // 1000 + 1)
+    u = pd.DataFrame({"unit": units["unit"].to_numpy(), "customer_id": units["customer_id"].astype(str).to_numpy(),
+                      "t0": start.to_numpy(), "t1": np.asarray(end)})
+    con = duckdb.connect()
+    try:
+        con.execute("SET threads TO 2")
+        _orders_relation(con, orders)
+        con.register("u", u)
+        con.register("c", coupons.astype({"customer_id": str, "coupon_code": str}))
+        result = con.execute(
+            f"""
+            WITH hits AS (
+              SELECT u.unit, o.t - u.t0 AS dt, o.amount,
+                     c.coupon_code IS NOT NULL AS redeemed,
+                     CASE WHEN c.coupon_code IS NULL THEN 0.0
+                          WHEN o.discount > 0 THEN o.discount
+                          WHEN c.offer_kind = 'percent_off' AND c.percent IS NOT NULL THEN c.percent * o.amount
+                          WHEN c.offer_kind = 'amount_off' AND c.amount_off IS NOT NULL
+                               THEN least(c.amount_off, o.amount)
+                          ELSE coalesce(c.fixed_cost, 0.0) END AS cost
+              FROM u JOIN o ON o.customer_id = u.customer_id AND o.t >= u.t0 AND o.t < u.t1
+              LEFT JOIN c ON c.customer_id = o.customer_id AND c.coupon_code = o.coupon_code
+            )
+            SELECT unit, count(*) AS orders, sum(amount) AS revenue, min(dt) / {_US_PER_DAY}.0 AS first_order_days,
+                   sum(CAST(redeemed AS INTEGER)) AS coupons_redeemed, sum(cost) AS coupon_cost
+            FROM hits GROUP BY unit
+            """
+        ).df()
+    except duckdb.Error as exc:
+        raise DataError(f"cannot join orders: {str(exc).splitlines()[0]}") from None
+    finally:
+        con.close()
+    out = pd.DataFrame({"unit": units["unit"].to_numpy()}).merge(result, on="unit", how="left")
+    out["orders"] = out["orders"].fillna(0).astype("int64")
+    out["coupons_redeemed"] = out["coupons_redeemed"].fillna(0).astype("int64")
+    for col in ("revenue", "coupon_cost"):
+        out[col] = out[col].astype(float).fillna(0.0)
+    out["first_order_days"] = out["first_order_days"].astype(float)
+    out["returned"] = out["orders"] > 0
+    return out
+
+
+# -- measurement ---------------------------------------------------------------------------------
+
+
+def _coupon_table(led: pd.DataFrame) -> pd.DataFrame:
+    c = led.loc[led["coupon_code"].notna(), ["customer_id", "coupon_code", "offer_kind", "percent",
+                                                "amount_off", "fixed_cost"]]
+    return c.drop_duplicates(["customer_id", "coupon_code"]).reset_index(drop=True)
+
+
+def _customer_units(led: pd.DataFrame) -> pd.DataFrame:
+    first = led.drop_duplicates("customer_id", keep="first")  # sorted by step: the first step's attributes
+    g = led.groupby("customer_id", sort=False)
+    contact = g["contact_at"].min()
+    sent = g["really_sent"].any()
+    bounced = led["delivery_status"].eq("bounced").fillna(False).groupby(led["customer_id"], sort=False).any()
+    units = first[["campaign_id", "customer_id", "arm", "offer", "offer_kind", "coupon_code", "value_tier",
+                   "lapse_stage", "likely_reason", "channel"]].copy()
+    units["contact_at"] = units["customer_id"].map(contact)
+    units["contacted"] = units["customer_id"].map(sent).astype(bool)
+    units["delivered"] = units["contacted"] & ~units["customer_id"].map(bounced).astype(bool)
+    units["steps"] = units["customer_id"].map(g["step"].max()).astype("int64")
+    units = units.reset_index(drop=True)
+    units.insert(0, "unit", np.arange(len(units), dtype="int64"))
+    return units
+
+
+def _arm_summary(units: pd.DataFrame, arm: str) -> dict:
+    a = units[units["arm"] == arm]
+    n = len(a)
+    returned = int(a["returned"].sum())
+    revenue = float(a["revenue"].sum())
+    return {
+        "n": n,
+        "returned": returned,
+        "return_rate": returned / n if n else math.nan,
+        "orders": int(a["orders"].sum()),
+        "revenue": revenue,
+        "revenue_per_customer": revenue / n if n else math.nan,
+        "coupons_redeemed": int(a["coupons_redeemed"].sum()),
+        "coupon_cost": float(a["coupon_cost"].sum()),
+    }
+
+
+def _group_comparisons(units: pd.DataFrame, dim: str, confidence: float) -> pd.DataFrame:
+    """Treated vs holdout per value of `dim`: counts, rates, Newcombe CI, Welch revenue CI, Holm p."""
+    key = units[dim].astype("string").fillna(MISSING_GROUP) if dim in units else pd.Series(MISSING_GROUP,
+                                                                                               index=units.index)
+    frame = pd.DataFrame({
+        "g": key, "t": units["arm"].eq("treatment"), "r": units["returned"].astype(float),
+        "rev": units["revenue"], "rev2": units["revenue"] ** 2, "cost": units["coupon_cost"],
+    })
+    agg = frame.groupby(["g", "t"], sort=True).agg(n=("r", "size"), ret=("r", "sum"), rev=("rev", "sum"),
+                                                   rev2=("rev2", "sum"), cost=("cost", "sum"))
+    agg = agg.unstack("t", fill_value=0)
+    groups = agg.index.astype(str)
+
+    def col(name, treated):
+        return agg[(name, treated)].to_numpy(dtype=float) if (name, treated) in agg.columns else np.zeros(len(agg))
+
+    n_t, n_h = col("n", True), col("n", False)
+    r_t, r_h = col("ret", True), col("ret", False)
+    rr = stats.diff_proportions_array(r_t, n_t, r_h, n_h, confidence)
+    rev_t, rev_h = col("rev", True), col("rev", False)
+    rev2_t, rev2_h = col("rev2", True), col("rev2", False)
+    cost_t = col("cost", True)
+    rows = []
+    for i, g in enumerate(groups):
+        mt = rev_t[i] / n_t[i] if n_t[i] else math.nan
+        mh = rev_h[i] / n_h[i] if n_h[i] else math.nan
+        vt = (rev2_t[i] - n_t[i] * mt * mt) / (n_t[i] - 1) if n_t[i] > 1 else math.nan
+        vh = (rev2_h[i] - n_h[i] * mh * mh) / (n_h[i] - 1) if n_h[i] > 1 else math.nan
+        w = stats.welch_from_moments(mt, max(vt, 0.0), int(n_t[i]), mh, max(vh, 0.0), int(n_h[i]), confidence)
+        inc_rev = w.diff * n_t[i] if n_t[i] else math.nan
+        rows.append({
+            dim: g,
+            "n_treated": int(n_t[i]), "n_holdout": int(n_h[i]),
+            "returned_treated": int(r_t[i]), "returned_holdout": int(r_h[i]),
+            "return_rate_treated": rr["p_arm"][i], "return_rate_holdout": rr["p_control"][i],
+            "uplift": rr["diff"][i], "ci_low": rr["ci_low"][i], "ci_high": rr["ci_high"][i],
+            "p_value": rr["p_value"][i],
+            "revenue_per_customer_treated": mt, "revenue_per_customer_holdout": mh,
+            "revenue_uplift": w.diff, "revenue_ci_low": w.ci_low, "revenue_ci_high": w.ci_high,
+            "revenue_p_value": w.p_value,
+            "incremental_returns": rr["diff"][i] * n_t[i] if n_t[i] else math.nan,
+            "incremental_revenue": inc_rev, "offer_cost": cost_t[i],
+            "net_incremental_value": inc_rev - cost_t[i] if n_t[i] else math.nan,
+        })
+    out = pd.DataFrame(rows)
+    if len(out):
+        out.insert(out.columns.get_loc("p_value") + 1, "p_holm", stats.holm_adjust(out["p_value"]))
+    return out
+
+
+def cumulative_return_curve(units: pd.DataFrame, window_days: int) -> pd.DataFrame:
+    """Share of each arm that has returned by the end of day d after contact, d = 1..window_days."""
+    days = np.arange(1, int(math.ceil(window_days)) + 1)
+    rows = []
+    for arm in ("treatment", "holdout"):
+        a = units[units["arm"] == arm]
+        first = a["first_order_days"].to_numpy(dtype=float)
+        first = np.sort(first[np.isfinite(first)])
+        n = len(a)
+        counts = np.searchsorted(first, days, side="left")  # returned strictly before day d ends
+        rows.append(pd.DataFrame({"day": days, "arm": arm, "returned": counts,
+                                  "cumulative_return_rate": counts / n if n else np.nan}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def measure_campaign(
+    ledger_rows: pd.DataFrame,
+    orders,
+    *,
+    window_days: int,
+    as_of: pd.Timestamp | None = None,
+    by: Sequence[str] = DEFAULT_BREAKDOWNS,
+    confidence: float = 0.95,
+    revenue_method: str = "welch",
+    seed: int = 0,
+) -> MeasureResult:
+    """Measure one campaign's ledger rows against orders: per-arm figures, uplift with CIs, ROI, breakdowns."""
+    if not window_days or window_days <= 0:
+        raise DataError(f"the attribution window must be a positive number of days, got {window_days}")
+    if revenue_method not in ("welch", "bootstrap"):
+        raise DataError(f"unknown revenue method {revenue_method!r}; use 'welch' or 'bootstrap'")
+    led = prepare_ledger(ledger_rows)
+    if led.empty:
+        raise DataError("no treatment or holdout rows to measure")
+    campaigns = led["campaign_id"].dropna().unique()
+    if len(campaigns) > 1:
+        raise DataError(f"ledger rows of several campaigns {sorted(map(str, campaigns))[:5]}; measure one at a time")
+    campaign_id = str(campaigns[0]) if len(campaigns) else None
+    if as_of is not None:
+        as_of = pd.Timestamp(as_of)
+        as_of = as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of.tz_convert("UTC")
+    coupons = _coupon_table(led)
+    units = _customer_units(led)
+    outcome = attribute_orders(units, coupons, orders, window_days=window_days, as_of=as_of)
+    units = units.merge(outcome, on="unit", how="left")
+
+    arms = {arm: _arm_summary(units, arm) for arm in ("treatment", "holdout")}
+    t, h = arms["treatment"], arms["holdout"]
+    notes: list[str] = []
+    if t["n"] == 0 or h["n"] == 0:
+        notes.append("one arm is empty: no uplift can be estimated")
+    rr = stats.diff_proportions(t["returned"], t["n"], h["returned"], h["n"], confidence)
+    rev_t = units.loc[units["arm"] == "treatment", "revenue"].to_numpy()
+    rev_h = units.loc[units["arm"] == "holdout", "revenue"].to_numpy()
+    rev = stats.diff_means(rev_t, rev_h, confidence=confidence, method=revenue_method, seed=seed)
+    n_t = t["n"]
+    offer_cost = t["coupon_cost"]
+    inc_revenue = rev.diff * n_t
+    net = inc_revenue - offer_cost
+    tr = units[units["arm"] == "treatment"]
+    delivery = {
+        "treated": n_t,
+        "contacted": int(tr["contacted"].sum()),
+        "delivered": int(tr["delivered"].sum()),
+        "delivery_rate": float(tr["delivered"].mean()) if n_t else math.nan,
+        "contact_rate": float(tr["contacted"].mean()) if n_t else math.nan,
+    }
+    if as_of is not None:
+        ends = units["contact_at"] + pd.Timedelta(days=window_days)
+        complete = float((ends <= as_of).mean())
+        delivery["window_complete_share"] = complete
+        if complete < 1:
+            notes.append(f"{1 - complete:.0%} of customers' attribution windows end after as_of "
+                         f"{as_of.isoformat()}: their returns are counted only up to as_of")
+    breakdowns = {}
+    for dim in by:
+        if dim == "step":
+            breakdowns["step"] = _step_breakdown(led, coupons, orders, window_days, as_of, confidence)
+        else:
+            breakdowns[dim] = _group_comparisons(units, dim, confidence)
+    if len(breakdowns):
+        notes.append("Breakdowns test many subgroups; use p_holm (Holm-adjusted within each dimension) "
+                     "before calling a subgroup difference real.")
+    return MeasureResult(
+        campaign_id=campaign_id,
+        window_days=window_days,
+        as_of=as_of,
+        arms=arms,
+        delivery=delivery,
+        uplift={"return_rate": rr.to_dict(), "revenue_per_customer": rev.to_dict()},
+        incremental_returns={"estimate": rr.diff * n_t, "ci_low": rr.ci_low * n_t, "ci_high": rr.ci_high * n_t},
+        incremental_revenue={"estimate": inc_revenue, "ci_low": rev.ci_low * n_t, "ci_high": rev.ci_high * n_t},
+        offer_cost=offer_cost,
+        net_incremental_value=net,
+        roi=(net / offer_cost) if offer_cost > 0 else None,
+        revenue_method=revenue_method,
+        breakdowns=breakdowns,
+        curve=cumulative_return_curve(units, window_days),
+        units=units,
+        notes=notes,
+    )
+
+
+def _step_breakdown(led, coupons, orders, window_days, as_of, confidence) -> pd.DataFrame:
+    """Per cadence step: customers with a row at that step, their window timed from that step's contact."""
+    steps = led[["customer_id", "arm", "step", "contact_at"]].reset_index(drop=True).copy()
+    steps.insert(0, "unit", np.arange(len(steps), dtype="int64"))
+    out = attribute_orders(steps, coupons, orders, window_days=window_days, as_of=as_of)
+    steps = steps.merge(out, on="unit")
+    return _group_comparisons(steps, "step", confidence)
+
+
+def _overall_row(result: MeasureResult) -> pd.DataFrame:
+    t, h = result.arms["treatment"], result.arms["holdout"]
+    rr, rev = result.uplift["return_rate"], result.uplift["revenue_per_customer"]
+    return pd.DataFrame([{
+        "dimension": "overall", "group": "all",
+        "n_treated": t["n"], "n_holdout": h["n"], "returned_treated": t["returned"],
+        "returned_holdout": h["returned"], "return_rate_treated": t["return_rate"],
+        "return_rate_holdout": h["return_rate"], "uplift": rr["diff"], "ci_low": rr["ci_low"],
+        "ci_high": rr["ci_high"], "p_value": rr["p_value"], "p_holm": rr["p_value"],
+        "revenue_per_customer_treated": t["revenue_per_customer"],
+        "revenue_per_customer_holdout": h["revenue_per_customer"], "revenue_uplift": rev["diff"],
+        "revenue_ci_low": rev["ci_low"], "revenue_ci_high": rev["ci_high"], "revenue_p_value": rev["p_value"],
+        "incremental_returns": result.incremental_returns["estimate"],
+        "incremental_revenue": result.incremental_revenue["estimate"], "offer_cost": result.offer_cost,
+        "net_incremental_value": result.net_incremental_value,
+    }])
