@@ -1,0 +1,128 @@
+"""Read a campaign YAML file into `Campaign`; every problem becomes `file: field.path: message`."""
+
+from __future__ import annotations
+
+import difflib
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from winback.campaigns.model import Campaign
+from winback.errors import ConfigError
+
+
+def load_campaign(path: str | Path) -> Campaign:
+    """Load and validate a campaign file; raises ConfigError naming the file and the field path."""
+    path = Path(path)
+    shown = str(path)
+    if not path.is_file():
+        raise ConfigError("campaign file not found", path=shown)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text (byte {exc.start})", path=shown) from None
+    campaign = parse_campaign(text, source=shown)
+    campaign._base_dir = path.resolve().parent
+    campaign._source_file = shown
+    return campaign
+
+
+def parse_campaign(text: str, *, source: str = "<campaign>") -> Campaign:
+    """Validate campaign YAML text; `source` names it in errors."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"invalid YAML: {problem}", path=source, field=where) from None
+    if not isinstance(data, dict):
+        raise ConfigError("a campaign file must be a YAML mapping (id: …, name: …, offers: …)", path=source)
+    return validate_campaign_data(data, source=source)
+
+
+def validate_campaign_data(data: dict[str, Any], *, source: str = "<campaign>") -> Campaign:
+    """Validate an already parsed mapping into `Campaign`; the first error raises ConfigError."""
+    try:
+        return Campaign.model_validate(data)
+    except ValidationError as exc:
+        problems = [_describe(err) for err in exc.errors()]
+        field, message = problems[0]
+        more = len(problems) - 1
+        hint = None
+        if more:
+            hint = "also: " + "; ".join(f"{f}: {m}" if f else m for f, m in problems[1:4])
+            if more > 3:
+                hint += f"; and {more - 3} more"
+        raise ConfigError(message, path=source, field=field or None, hint=hint) from None
+
+
+def format_loc(loc: tuple[Any, ...]) -> str:
+    """('offers', 2, 'percent') → 'offers[2].percent' (pydantic internals like function-after dropped)."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif isinstance(part, str) and ("[" in part or part.startswith("function-")):
+            continue  # pydantic's validator/union labels, not a user-visible key
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _describe(err: dict[str, Any]) -> tuple[str, str]:
+    loc = tuple(err.get("loc", ()))
+    field = format_loc(loc)
+    msg = str(err.get("msg", "invalid"))
+    kind = err.get("type", "")
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    if msg.startswith("@"):
+        # Our model validators name a sub-field as "@sub.field: message"; move it into the path.
+        sub, _, rest = msg[1:].partition(": ")
+        field = f"{field}.{sub}" if field else sub
+        field = field.replace(".[", "[")
+        msg = rest
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        msg = "unknown field" + (f"; did you mean {close[0]!r}?" if close else "")
+        if allowed and not close:
+            msg += f" (allowed: {', '.join(allowed)})"
+    elif kind == "missing":
+        msg = "required field is missing"
+    elif kind == "literal_error":
+        expected = err.get("ctx", {}).get("expected", "")
+        msg = f"{err.get('input')!r} is not allowed; expected one of {expected}"
+    return field, msg
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The field names of the model found at `loc` inside Campaign (best effort, for suggestions)."""
+    model: Any = Campaign
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return []
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        model = _inner_model(field.annotation)
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return list(model.model_fields)
+    return []
+
+
+def _inner_model(annotation: Any) -> Any:
+    """The BaseModel inside list[...], dict[..., ...], X | None annotations."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None

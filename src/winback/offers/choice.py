@@ -1,0 +1,169 @@
+"""Offer choice: per customer the eligible offer with the highest expected net value, caps, and budget.
+
+Expected net value is incremental, so a discount given to someone who would have returned anyway
+counts as a cost:  ENV = margin × (P(return | offer) × spend_with_offer − P(return | no contact) × EOV)
+− P(return | offer) × redemption_rate × cost_if_redeemed − contact_cost(channel).
+Customers whose best ENV is not positive are not spent on: excluded (`negative_value`) or, when the
+campaign says so, sent a plain reminder.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from winback.offers.catalog import (
+    baseline_return,
+    cost_if_redeemed,
+    expected_order_value,
+    offer_eligible,
+    prior_uplift,
+    spend_with_offer,
+)
+from winback.offers.learning import Learner
+from winback.policy.holdout import holdout_hash
+
+if TYPE_CHECKING:
+    from winback.campaigns.model import Campaign
+
+CHOICE_COLUMNS = ["offer", "offer_kind", "p_base", "p_return", "expected_cost", "expected_net_value",
+                  "offer_reason", "choice_reason"]
+
+
+def _learned_uplift(frame: pd.DataFrame, campaign: Campaign, kind: str, learner: Learner,
+                    rng: np.random.Generator, buckets: np.ndarray) -> pd.Series:
+    """Thompson draws per (value tier, bucket): probability matching without one call per customer."""
+    out = pd.Series(np.nan, index=frame.index, dtype="float64")
+    tiers = frame["value_tier"].astype("string").to_numpy()
+    for tier in sorted({t for t in tiers if isinstance(t, str)}):
+        in_tier = tiers == tier
+        for bucket in np.unique(buckets[in_tier]):
+            draw = learner.sample_uplift(kind, tier, rng)
+            if draw is not None:
+                out.iloc[np.flatnonzero(in_tier & (buckets == bucket))] = float(draw)
+    return out
+
+
+def choose_offers(frame: pd.DataFrame, campaign: Campaign, *, as_of: pd.Timestamp, seed: int | None = None,
+                  learner: Learner | None = None, channel: pd.Series | None = None) -> pd.DataFrame:
+    """Choose each customer's offer by expected net value under eligibility and per-offer caps.
+
+    `frame` needs `customer_id`, `value_tier`, `lapse_stage`, `likely_reason` and ideally
+    `expected_order_value`/`monetary`, `birthday`. `channel` (aligned) prices the contact and adds the
+    account manager's call uplift on `call_task` rows. Returns CHOICE_COLUMNS on `frame.index`;
+    `offer_reason` is NA when an offer was chosen, else `no_eligible_offer`, `offer_cap` or `negative_value`.
+    """
+    n = len(frame)
+    offers = list(campaign.offers)
+    k = len(offers)
+    index = frame.index
+    if channel is None:
+        channel = pd.Series(campaign.channels[0], index=index, dtype="string")
+    channel = channel.astype("string").reindex(index)
+    rng = np.random.default_rng(campaign.seed if seed is None else seed)
+    margin = campaign.economics.gross_margin
+    eov = expected_order_value(frame)
+    p_base = baseline_return(frame, campaign)
+    reason = frame["likely_reason"].astype("string")
+    is_call = (channel == "call_task").fillna(False).to_numpy(dtype=bool)
+    call_up = reason.map(campaign.priors.call_uplift).astype("float64").fillna(0.0).to_numpy()
+    contact = channel.map(campaign.economics.contact_costs).astype("float64").fillna(0.0).to_numpy()
+    buckets = None
+    if learner is not None:
+        u = holdout_hash(f"{campaign.id}:learning", frame["customer_id"]).to_numpy()
+        buckets = np.floor(u * campaign.learning.thompson_buckets).astype(int)
+
+    env = np.full((n, k), -np.inf)
+    p_ret = np.zeros((n, k))
+    cost = np.zeros((n, k))
+    eligible = np.zeros((n, k), dtype=bool)
+    for j, offer in enumerate(offers):
+        ok = offer_eligible(frame, offer, as_of=as_of).to_numpy(dtype=bool)
+        if is_call.any() and not campaign.human_followup.with_offer:
+            ok &= ~is_call | (offer.kind == "reminder")
+        up = prior_uplift(frame, offer, campaign)
+        if learner is not None:
+            learned = _learned_uplift(frame, campaign, offer.kind, learner, rng, buckets)
+            up = learned.fillna(up)
+        p = np.clip(p_base.to_numpy() + up.to_numpy() + np.where(is_call, call_up, 0.0), 0.0, 1.0)
+        spend = spend_with_offer(offer, eov)
+        c = p * offer.redemption_rate * cost_if_redeemed(offer, spend).to_numpy() + contact
+        value = margin * (p * np.asarray(spend, dtype="float64") - p_base.to_numpy() * eov.to_numpy())
+        eligible[:, j] = ok
+        p_ret[:, j] = p
+        cost[:, j] = c
+        env[:, j] = np.where(ok, value - c, -np.inf)
+
+    had_positive = (env > 0).any(axis=1)
+    candidate = np.where(env > 0, env, -np.inf)
+    ids = frame["customer_id"].astype("string").to_numpy()
+    # Per-offer caps: keep the cap's best customers (ties by id), move the rest to their next best offer.
+    caps = [(j, o.cap) for j, o in enumerate(offers) if o.cap is not None]
+    for _ in range(k + 1):
+        best = np.argmax(candidate, axis=1)
+        has = np.isfinite(candidate[np.arange(n), best])
+        changed = False
+        for j, cap in caps:
+            rows = np.flatnonzero(has & (best == j))
+            if len(rows) <= cap:
+                continue
+            order = np.lexsort((ids[rows], -candidate[rows, j]))
+            candidate[rows[order[cap:]], j] = -np.inf
+            changed = True
+        if not changed:
+            break
+    best = np.argmax(candidate, axis=1) if k else np.zeros(n, dtype=int)
+    has = np.isfinite(candidate[np.arange(n), best]) if k else np.zeros(n, dtype=bool)
+
+    chosen = np.where(has, best, -1)
+    offer_reason = np.full(n, None, dtype=object)
+    choice_reason = np.where(has, "best_net_value", None).astype(object)
+    reminders = [j for j, o in enumerate(offers) if o.kind == "reminder"]
+    if campaign.policy.negative_value == "reminder" and reminders:
+        for j in reminders:
+            take = (chosen < 0) & eligible[:, j]
+            chosen[take] = j
+            choice_reason[take] = "reminder_for_negative_value"
+    none = chosen < 0
+    any_eligible = eligible.any(axis=1)
+    offer_reason[none & ~any_eligible] = "no_eligible_offer"
+    offer_reason[none & any_eligible & had_positive] = "offer_cap"
+    offer_reason[none & any_eligible & ~had_positive] = "negative_value"
+    # For excluded rows keep the best eligible offer's figures so the audit shows why (e.g. negative).
+    shown = np.where(none, np.argmax(env, axis=1) if k else 0, chosen)
+    rows = np.arange(n)
+    shown_ok = eligible[rows, shown] if k else np.zeros(n, dtype=bool)
+    ids_of = np.array([o.id for o in offers], dtype=object)
+    kinds_of = np.array([o.kind for o in offers], dtype=object)
+    out = pd.DataFrame({
+        "offer": pd.array(np.where(none, None, ids_of[shown] if k else None), dtype="string"),
+        "offer_kind": pd.array(np.where(none, None, kinds_of[shown] if k else None), dtype="string"),
+        "p_base": p_base.to_numpy(),
+        "p_return": np.where(shown_ok, p_ret[rows, shown], np.nan),
+        "expected_cost": np.where(shown_ok, cost[rows, shown], np.nan),
+        "expected_net_value": np.where(shown_ok, env[rows, shown], np.nan),
+        "offer_reason": pd.array(offer_reason, dtype="string"),
+        "choice_reason": pd.array(choice_reason, dtype="string"),
+    }, index=index)
+    return out
+
+
+def apply_budget(customer_ids: pd.Series, expected_cost: pd.Series, expected_net_value: pd.Series,
+                 budget: float | None, *, counts: pd.Series | None = None) -> pd.Series:
+    """True for customers kept within `budget`: best expected net value first (ties by id); once the
+    running cost of the counted rows (`counts`, e.g. the treatment arm) would exceed it, everyone
+    ranked lower is dropped. Order-independent."""
+    keep = pd.Series(True, index=customer_ids.index)
+    if budget is None or customer_ids.empty:
+        return keep
+    counted = pd.Series(True, index=customer_ids.index) if counts is None else counts.astype(bool)
+    frame = pd.DataFrame({"id": customer_ids.astype("string"), "env": expected_net_value.fillna(-np.inf),
+                          "cost": expected_cost.fillna(0.0).where(counted, 0.0)})
+    frame = frame.sort_values(["env", "id"], ascending=[False, True], kind="stable")
+    running = frame["cost"].cumsum()
+    # A prefix: the first row that would overrun the budget and every row after it are dropped.
+    over = (running > budget + 1e-9).cummax()
+    keep.loc[frame.index] = ~over.to_numpy()
+    return keep
