@@ -114,7 +114,7 @@ def _locate_decode_error(path: Path, encoding: str) -> DataError | None:
                 line = newlines + exc.object[: exc.start].count(b"\n") + 1
                 bad = exc.object[exc.start : exc.end].hex(" ")
                 return DataError(
-                    f"cannot decode as {encoding} at line {line} (data row {max(line - 1, 1)}), "
+                    f"cannot decode as {encoding} at line {line}, "
                     f"byte {position} (0x{bad})",
                     file=str(path),
                     row=max(line - 1, 1),
@@ -225,9 +225,12 @@ def read_sql(url: str) -> RawTable:
         with engine.connect() as conn:
             frame = pd.read_sql_query(sa.text(statement), conn, coerce_float=True)
             conn.rollback()  # read-only by construction: nothing is ever committed
-    except sa.exc.SQLAlchemyError as exc:
-        original = getattr(exc, "orig", None) or exc
-        raise DataError(f"database: {_first_line(original)}", file=label_with_params) from None
+    except (sa.exc.SQLAlchemyError, pd.errors.DatabaseError) as exc:
+        # pandas wraps the SQLAlchemy error, which wraps the driver's: report the driver's first line.
+        root: BaseException = exc
+        while root.__cause__ is not None:
+            root = root.__cause__
+        raise DataError(f"database: {_first_line(root)}", file=label_with_params) from None
     finally:
         engine.dispose()
     return RawTable(frame, label_with_params)

@@ -262,7 +262,7 @@ def _to_utc(parsed: fields.ParsedTimes, customer_id: pd.Series, zones: pd.Series
         return parsed.values.dt.tz_localize("UTC")
     row_zone = pd.Series(default_timezone, index=customer_id.index, dtype="str")
     naive = parsed.naive
-    row_zone[naive] = customer_id[naive].map(zones).fillna(default_timezone).astype("str")
+    row_zone[naive] = customer_id[naive].map(zones).astype("str").fillna(default_timezone)
     return fields.localize_naive(parsed, row_zone)
 
 
