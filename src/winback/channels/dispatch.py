@@ -1,0 +1,576 @@
+"""The exactly-once send engine: plan → reconcile → claim → render → send → record.
+
+Protocol (the ledger's module docstring states the same from its side):
+1. The whole plan is persisted before the first send (`ledger.plan`; new keys only).
+2. Rows left in `sending` by a crashed run are reconciled first, through the provider's lookup by our
+   key: found → `sent`; not found → `planned` again; the provider cannot tell → `uncertain`, and the
+   policy decides (`resend`: back to planned; `skip`: stays uncertain and is reported).
+3. Due rows are claimed in batches (`planned` → `sending`, atomically, before any request); each is
+   checked against the suppression list at send time, rendered, sent with per-provider rate limits,
+   bounded concurrency, exponential backoff with full jitter and Retry-After, and its outcome recorded
+   right after (flushed every `flush_every` answers: a crash in between leaves the row `sending`,
+   which step 2 settles without resending).
+4. An answer that may have reached the provider (timeout, dropped connection, HTTP 500) is looked up
+   before it is retried, so a retry never duplicates a message the provider already took.
+5. A provider outage (N consecutive failed requests with no success) opens a circuit breaker: the run
+   stops cleanly, rows not yet handed over go back to `planned` (not `failed`), and the summary says so.
+
+`dispatch()` runs all of it; `reconcile_in_flight()` and `dispatch_batch()` are callable on their own
+(the Prefect dispatch flow calls them per batch).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pandas as pd
+
+from winback.channels.base import (
+    Channel,
+    LookupResult,
+    OutboundMessage,
+    SendResult,
+    message_key,
+    unsubscribe_headers,
+)
+from winback.errors import ConfigError, WinbackError
+
+UncertainPolicy = Literal["resend", "skip"]
+Progress = Callable[[int], None]  # called with the number of rows just settled
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with full jitter: sleep U(0, min(cap, base·2^(attempt−1))).
+
+    Full jitter spreads retries of many clients best (AWS Architecture Blog, "Exponential Backoff And
+    Jitter", 2015). A provider's Retry-After is a floor: we never retry earlier than it asks.
+    """
+
+    base_s: float = 0.2
+    cap_s: float = 20.0
+
+    def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
+        """Seconds to wait before attempt `attempt + 1`."""
+        jittered = rng.uniform(0.0, min(self.cap_s, self.base_s * (2 ** max(attempt - 1, 0))))
+        return max(jittered, retry_after or 0.0)
+
+
+@dataclass
+class DispatchSummary:
+    """What a run did. `failed` and `uncertain` are counts by reason code."""
+
+    sent: int = 0
+    failed: Counter = field(default_factory=Counter)
+    suppressed: int = 0
+    uncertain: Counter = field(default_factory=Counter)
+    uncertain_resent: int = 0
+    released: int = 0
+    in_doubt: int = 0
+    reconciled: Counter = field(default_factory=Counter)
+    attempts: int = 0
+    retries: int = 0
+    lookups: int = 0
+    remaining_planned: int = 0
+    planned_new: int = 0
+    outage: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def messages(self) -> int:
+        """Messages settled by this run (sent + failed + suppressed + uncertain)."""
+        return self.sent + sum(self.failed.values()) + self.suppressed + sum(self.uncertain.values())
+
+    @property
+    def msgs_per_s(self) -> float:
+        """Settled messages per second of the run."""
+        return self.messages / self.seconds if self.seconds > 0 else 0.0
+
+    def merge(self, other: DispatchSummary) -> None:
+        """Add another (batch) summary into this one."""
+        self.sent += other.sent
+        self.failed.update(other.failed)
+        self.suppressed += other.suppressed
+        self.uncertain.update(other.uncertain)
+        self.uncertain_resent += other.uncertain_resent
+        self.released += other.released
+        self.in_doubt += other.in_doubt
+        self.reconciled.update(other.reconciled)
+        self.attempts += other.attempts
+        self.retries += other.retries
+        self.lookups += other.lookups
+        self.outage = self.outage or other.outage
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (for the CLI's `--json`, Prefect artifacts and the benchmark)."""
+        return {
+            "sent": self.sent, "failed": dict(self.failed), "failed_total": sum(self.failed.values()),
+            "suppressed": self.suppressed, "uncertain": dict(self.uncertain),
+            "uncertain_resent": self.uncertain_resent, "released": self.released, "in_doubt": self.in_doubt,
+            "reconciled": dict(self.reconciled), "attempts": self.attempts, "retries": self.retries,
+            "lookups": self.lookups, "remaining_planned": self.remaining_planned, "planned_new": self.planned_new,
+            "outage": self.outage, "seconds": round(self.seconds, 3), "msgs_per_s": round(self.msgs_per_s, 1),
+        }
+
+
+def reason_code(reason: str | None) -> str:
+    """The summary bucket of a reason: its text before the first ':' (`twilio_21610`, `http_400`)."""
+    return (reason or "unknown").split(":", 1)[0].strip() or "unknown"
+
+
+class ProviderOutage(WinbackError):
+    """Raised inside a send when the provider's circuit breaker is open."""
+
+
+class CircuitBreaker:
+    """Opens after `threshold` consecutive failed requests to one provider with no success between."""
+
+    def __init__(self, threshold: int) -> None:
+        self.threshold = threshold
+        self.consecutive: Counter = Counter()
+        self.open_reason: dict[str, str] = {}
+
+    def success(self, provider: str) -> None:
+        """A request went through: the provider is up."""
+        self.consecutive[provider] = 0
+
+    def failure(self, provider: str, reason: str | None) -> None:
+        """A request failed retryably; open the breaker at the threshold."""
+        self.consecutive[provider] += 1
+        if self.consecutive[provider] >= self.threshold and provider not in self.open_reason:
+            self.open_reason[provider] = (f"{provider}: {self.consecutive[provider]} consecutive failed requests "
+                                          f"(last: {reason})")
+
+    def is_open(self, provider: str) -> bool:
+        """True once the provider is considered down for this run."""
+        return provider in self.open_reason
+
+
+@dataclass
+class SendSettings:
+    """Everything a batch needs besides the rows: the router, renderer and the run's policies."""
+
+    router: Any
+    renderer: Any
+    unsubscribe_secret: Any = None
+    public_url: str | None = None
+    unsubscribe_mailto: str | None = None
+    sender_email: str = "winback@example.com"
+    sender_name: str | None = None
+    sms_from: str | None = None
+    concurrency: int = 32
+    rate_limits: Mapping[str, float] = field(default_factory=dict)
+    max_attempts: int = 5
+    backoff: Backoff = field(default_factory=Backoff)
+    uncertain_policy: UncertainPolicy = "resend"
+    outage_after: int = 25
+    flush_every: int = 200
+    seed: int | None = None
+    progress: Progress | None = None
+
+    def __post_init__(self) -> None:
+        if self.uncertain_policy not in ("resend", "skip"):
+            raise ConfigError(f"uncertain policy must be 'resend' or 'skip', got {self.uncertain_policy!r}")
+        if self.concurrency < 1 or self.max_attempts < 1:
+            raise ConfigError("concurrency and max_attempts must be at least 1")
+        self.rng = random.Random(self.seed)
+        self.breaker = CircuitBreaker(self.outage_after)
+        self._limiters: dict[str, Any] = {}
+        self._semaphore: asyncio.Semaphore | None = None
+
+    def limiter(self, provider: str):
+        """The per-provider rate limiter (aiolimiter leaky bucket), or None when unlimited."""
+        rate = self.rate_limits.get(provider)
+        if not rate:
+            return None
+        if provider not in self._limiters:
+            from aiolimiter import AsyncLimiter
+
+            # A one-second bucket of `rate` tokens: bursts up to the rate, sustained `rate` per second.
+            self._limiters[provider] = AsyncLimiter(max(rate, 1e-3), 1.0)
+        return self._limiters[provider]
+
+    @property
+    def semaphore(self) -> asyncio.Semaphore:
+        """Caps requests in flight across every provider (created inside the running loop)."""
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self.concurrency)
+        return self._semaphore
+
+
+def _value(row: Mapping[str, Any], name: str, default: Any = None) -> Any:
+    value = row.get(name, default)
+    if value is None:
+        return default
+    try:
+        if pd.isna(value):
+            return default
+    except (TypeError, ValueError):
+        pass
+    return value
+
+
+def build_message(row: Mapping[str, Any], settings: SendSettings) -> OutboundMessage:
+    """Render one ledger/plan row into the message its channel's provider receives."""
+    from winback.render import make_unsubscribe_token, unsubscribe_url
+
+    campaign_id, customer_id, step = str(row["campaign_id"]), str(row["customer_id"]), int(row["step"])
+    channel = str(row["channel"])
+    key = message_key(campaign_id, customer_id, step)
+    context = _value(row, "context", "{}")
+    if isinstance(context, str):
+        try:
+            context = json.loads(context)
+        except ValueError as exc:
+            raise WinbackError(f"render: context is not valid JSON ({exc})") from None
+    url = None
+    if channel in ("email", "sms", "webhook") and settings.unsubscribe_secret is not None and settings.public_url:
+        token = make_unsubscribe_token(campaign_id, customer_id, channel, settings.unsubscribe_secret)
+        url = unsubscribe_url(settings.public_url, token)
+    if channel == "email" and url is None:
+        raise ConfigError("email needs an unsubscribe link: set WINBACK_UNSUBSCRIBE_SECRET and WINBACK_PUBLIC_URL")
+    rendered = settings.renderer.render(str(row["template"]), channel, _value(row, "locale"), context,
+                                        unsubscribe_url=url, unsubscribe_mailto=settings.unsubscribe_mailto)
+    headers = dict(rendered.headers or {})
+    if channel == "email" and "List-Unsubscribe" not in headers:
+        headers.update(unsubscribe_headers(url, settings.unsubscribe_mailto))
+    to = _value(row, "to_address")
+    if channel == "call_task":
+        to = _value(row, "account_manager", to) or "unassigned"
+    if not to:
+        raise WinbackError(f"missing_address: no {channel} address for customer {customer_id}")
+    customer = context.get("customer", {}) if isinstance(context, dict) else {}
+    metadata: dict[str, Any] = {"campaign_id": campaign_id, "customer_id": customer_id, "step": step}
+    if channel == "call_task":
+        name = " ".join(str(x) for x in (customer.get("last_name"), customer.get("first_name")) if x)
+        metadata.update({
+            "customer_name": name, "phone": customer.get("phone") or "", "email": customer.get("email") or "",
+            "value_tier": _value(row, "value_tier", ""), "likely_reason": _value(row, "likely_reason", ""),
+            "offer": _value(row, "offer", ""), "coupon_code": _value(row, "coupon_code", ""),
+            "send_at_local": _value(row, "send_at_local", ""),
+        })
+    brand = context.get("brand", {}) if isinstance(context, dict) else {}
+    from_ = settings.sms_from if channel == "sms" else settings.sender_email
+    return OutboundMessage(key=key, channel=channel, to=str(to), from_=from_ or "", subject=rendered.subject,
+                           html=rendered.html, text=rendered.text, headers=headers, metadata=metadata,
+                           from_name=settings.sender_name or brand.get("name"))
+
+
+@dataclass
+class _Delivery:
+    state: str  # sent | failed | uncertain | released | in_doubt
+    result: SendResult | None = None
+    reason: str | None = None
+    attempts: int = 0
+    lookups: int = 0
+    resent_uncertain: bool = False
+
+
+async def _call(channel: Channel, message: OutboundMessage, settings: SendSettings) -> SendResult:
+    limiter = settings.limiter(channel.name)
+    if limiter is not None:
+        await limiter.acquire()
+    async with settings.semaphore:
+        results = await channel.send([message])
+    return results[0]
+
+
+async def _lookup(channel: Channel, message: OutboundMessage, settings: SendSettings) -> LookupResult:
+    async with settings.semaphore:
+        return await channel.lookup(message.key, message)
+
+
+async def deliver(channel: Channel, message: OutboundMessage, settings: SendSettings) -> _Delivery:
+    """Send one message until it is accepted, refused, given up on, or the provider is down."""
+    provider = channel.name
+    attempts = lookups = 0
+    resent_uncertain = False
+    last: SendResult | None = None
+    while True:
+        if settings.breaker.is_open(provider):
+            # Never handed over (or the last try surely did not arrive): back to planned.
+            if last is not None and last.ambiguous:
+                return _Delivery("in_doubt", last, last.reason, attempts, lookups)
+            return _Delivery("released", last, settings.breaker.open_reason[provider], attempts, lookups)
+        attempts += 1
+        result = await _call(channel, message, settings)
+        last = result
+        if result.status == "accepted":
+            settings.breaker.success(provider)
+            return _Delivery("sent", result, None, attempts, lookups, resent_uncertain)
+        if result.status == "permanent":
+            settings.breaker.success(provider)  # the provider answered: it is up
+            return _Delivery("failed", result, result.reason, attempts, lookups, resent_uncertain)
+        settings.breaker.failure(provider, result.reason)
+        if result.ambiguous:
+            lookups += 1
+            found = await _lookup(channel, message, settings)
+            if found.status == "found":
+                accepted = SendResult(message.key, "accepted", provider,
+                                      provider_message_id=found.provider_message_id or result.provider_message_id)
+                return _Delivery("sent", accepted, None, attempts, lookups, resent_uncertain)
+            if found.status == "unknown":
+                if settings.uncertain_policy == "skip":
+                    return _Delivery("uncertain", result, f"uncertain: {result.reason}; lookup {found.reason}",
+                                     attempts, lookups)
+                resent_uncertain = True
+            else:
+                last = SendResult(message.key, "retryable", provider, reason=result.reason,
+                                  retry_after=result.retry_after)  # proven not received
+        if attempts >= settings.max_attempts:
+            if last.ambiguous:
+                return _Delivery("uncertain", last, f"uncertain: gave up after {attempts} attempts ({last.reason})",
+                                 attempts, lookups)
+            return _Delivery("failed", last, f"gave_up: {attempts} attempts, last {last.reason}", attempts, lookups,
+                             resent_uncertain)
+        if settings.breaker.is_open(provider):
+            continue
+        await asyncio.sleep(settings.backoff.delay(attempts, result.retry_after, settings.rng))
+
+
+def _row_key(row: Mapping[str, Any]) -> tuple[str, str, int]:
+    return str(row["campaign_id"]), str(row["customer_id"]), int(row["step"])
+
+
+def _suppression_index(frame: pd.DataFrame | None) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+    if frame is None or len(frame) == 0:
+        return set(), set()
+    by_customer = set(zip(frame["customer_id"].astype(str), frame["channel"].astype(str), strict=True))
+    addresses = frame.dropna(subset=["address"])
+    by_address = set(zip(addresses["channel"].astype(str), addresses["address"].astype(str).str.lower(), strict=True))
+    return by_customer, by_address
+
+
+async def dispatch_batch(rows: pd.DataFrame, ledger, settings: SendSettings, *,
+                         suppressions: pd.DataFrame | None = None, claim_token: str | None = None) -> DispatchSummary:
+    """Send one claimed batch (rows in `sending`) and record every outcome; returns the batch summary."""
+    from winback.ledger import Outcome
+    from winback.render import RenderError
+
+    summary = DispatchSummary()
+    if rows is None or len(rows) == 0:
+        return summary
+    claim_token = claim_token or rows.attrs.get("claim_token")
+    if suppressions is None:
+        suppressions = ledger.suppressions()
+    by_customer, by_address = _suppression_index(suppressions)
+    pending: list[Outcome] = []
+    release: list[tuple[str, str, int]] = []
+    done = 0
+
+    def flush() -> None:
+        if pending:
+            ledger.record(list(pending), claim_token=claim_token)
+            pending.clear()
+
+    def finished(n: int = 1) -> None:
+        nonlocal done
+        done += n
+        if settings.progress is not None:
+            settings.progress(n)
+
+    jobs = []
+    for row in rows.to_dict("records"):
+        campaign_id, customer_id, step = _row_key(row)
+        channel_name = str(row["channel"])
+        address = _value(row, "to_address")
+        if (customer_id, channel_name) in by_customer or (
+                address and (channel_name, str(address).lower()) in by_address):
+            pending.append(Outcome(campaign_id, customer_id, step, "suppressed", error="suppressed at send time"))
+            summary.suppressed += 1
+            finished()
+            continue
+        try:
+            message = build_message(row, settings)
+            channel = settings.router.channel_for(channel_name)
+        except RenderError as exc:  # this row's template or context is wrong: it fails alone
+            reason = f"render: {exc}"
+            pending.append(Outcome(campaign_id, customer_id, step, "failed", error=reason[:500]))
+            summary.failed["render"] += 1
+            finished()
+            continue
+        except ConfigError:
+            raise  # a configuration problem stops the run; the claimed rows are released by the caller
+        except Exception as exc:  # a bad row (template, context, address) fails alone, with its reason
+            text = str(exc) if isinstance(exc, WinbackError) else f"{type(exc).__name__}: {exc}"
+            reason = text if ":" in text.split(" ", 1)[0] else f"render: {text}"
+            pending.append(Outcome(campaign_id, customer_id, step, "failed", error=reason[:500]))
+            summary.failed[reason_code(reason)] += 1
+            finished()
+            continue
+        jobs.append((row, channel, message))
+
+    async def run(row, channel, message):
+        return row, message, await deliver(channel, message, settings)
+
+    tasks = [asyncio.ensure_future(run(*job)) for job in jobs]
+    try:
+        for next_done in asyncio.as_completed(tasks):
+            row, message, d = await next_done
+            campaign_id, customer_id, step = _row_key(row)
+            summary.attempts += d.attempts
+            summary.retries += max(d.attempts - 1, 0)
+            summary.lookups += d.lookups
+            provider = d.result.provider if d.result else None
+            if d.resent_uncertain:
+                summary.uncertain_resent += 1
+            if d.state == "sent":
+                pending.append(Outcome(campaign_id, customer_id, step, "sent", provider,
+                                       d.result.provider_message_id if d.result else None))
+                summary.sent += 1
+            elif d.state == "failed":
+                pending.append(Outcome(campaign_id, customer_id, step, "failed", provider, None, (d.reason or "")[:500]))
+                summary.failed[reason_code(d.reason)] += 1
+                if d.result is not None and d.result.suppress:
+                    ledger.add_suppression(customer_id, str(row["channel"]), message.to, d.result.suppress,
+                                           source=provider)
+            elif d.state == "uncertain":
+                pending.append(Outcome(campaign_id, customer_id, step, "uncertain", provider, None,
+                                       (d.reason or "")[:500]))
+                summary.uncertain[reason_code((d.reason or "").removeprefix("uncertain: "))] += 1
+            elif d.state == "released":
+                release.append((campaign_id, customer_id, step))
+                summary.released += 1
+            else:  # in_doubt: stays `sending`; the next run's reconciliation settles it by lookup
+                summary.in_doubt += 1
+            finished()
+            if len(pending) >= settings.flush_every:
+                flush()
+    finally:
+        for t in tasks:
+            t.cancel()
+        flush()
+        if release:
+            ledger.release(release)
+    if settings.breaker.open_reason:
+        summary.outage = "; ".join(settings.breaker.open_reason.values())
+    return summary
+
+
+async def reconcile_in_flight(ledger, settings: SendSettings, *, campaign_id: str | None = None,
+                              claimed_before: Any | None = None) -> DispatchSummary:
+    """Settle rows left in `sending` by a crashed run, by looking each key up at its provider."""
+    from winback.ledger import Outcome
+
+    summary = DispatchSummary()
+    rows = ledger.in_flight(campaign_id, claimed_before=claimed_before)
+    if len(rows) == 0:
+        return summary
+    sent, release, uncertain = [], [], []
+
+    async def look(row):
+        try:
+            message = build_message(row, settings)
+            channel = settings.router.channel_for(str(row["channel"]))
+        except ConfigError as exc:
+            from winback.render import RenderError
+
+            if not isinstance(exc, RenderError):
+                raise
+            return row, None, LookupResult(message_key(*_row_key(row)), "unknown", reason=f"render: {exc}")
+        except Exception as exc:  # cannot even rebuild it: it cannot be looked up by body either
+            return row, None, LookupResult(message_key(*_row_key(row)), "unknown", reason=f"render: {exc}")
+        return row, channel, await _lookup(channel, message, settings)
+
+    results = await asyncio.gather(*(look(r) for r in rows.to_dict("records")))
+    for row, channel, found in results:
+        key = _row_key(row)
+        summary.lookups += 1
+        summary.reconciled[found.status] += 1
+        if found.status == "found":
+            sent.append(Outcome(*key, "sent", channel.name if channel else None, found.provider_message_id))
+        elif found.status == "not_found":
+            release.append(key)
+        elif settings.uncertain_policy == "resend":
+            release.append(key)
+            summary.uncertain_resent += 1
+        else:
+            uncertain.append(key)
+            summary.uncertain[reason_code(found.reason)] += 1
+    if sent:
+        ledger.record(sent)
+        summary.sent += len(sent)
+    if release:
+        ledger.release(release)
+    if uncertain:
+        ledger.mark_uncertain(uncertain, error="uncertain: provider cannot tell whether it was sent")
+    return summary
+
+
+async def dispatch(ledger, settings: SendSettings, *, now: Any, plan: pd.DataFrame | None = None,
+                   campaign_id: str | None = None, batch_size: int = 500, stale_after_s: float = 0.0,
+                   max_batches: int | None = None) -> DispatchSummary:
+    """Persist the plan, reconcile in-flight rows, then claim and send every due row; return the summary.
+
+    `stale_after_s`: only rows claimed at least this long before `now` are treated as abandoned by a
+    crashed run (0 = every row in `sending`; use a positive value when another sender may be running).
+    """
+    started = time.perf_counter()
+    summary = DispatchSummary()
+    if plan is not None:
+        summary.planned_new = ledger.plan(plan)
+    now_ts = pd.Timestamp(now)
+    now_ts = now_ts.tz_localize("UTC") if now_ts.tzinfo is None else now_ts.tz_convert("UTC")
+    claimed_before = now_ts - pd.Timedelta(seconds=stale_after_s) if stale_after_s > 0 else None
+    summary.merge(await reconcile_in_flight(ledger, settings, campaign_id=campaign_id,
+                                            claimed_before=claimed_before))
+    batches = 0
+    while not summary.outage and (max_batches is None or batches < max_batches):
+        suppressions = ledger.suppressions()
+        rows = ledger.claim(campaign_id, now=now_ts, limit=batch_size)
+        if len(rows) == 0:
+            break
+        batches += 1
+        try:
+            summary.merge(await dispatch_batch(rows, ledger, settings, suppressions=suppressions))
+        except ConfigError:
+            ledger.release(rows)
+            raise
+    summary.remaining_planned = ledger.status(campaign_id).get("planned", 0)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def count_due(ledger, *, now: Any, campaign_id: str | None = None) -> int:
+    """Rows in `planned` whose send time has come (for a progress bar's total)."""
+    rows = ledger.rows(campaign_id)
+    if len(rows) == 0:
+        return 0
+    now_ts = pd.Timestamp(now)
+    now_ts = now_ts.tz_localize("UTC") if now_ts.tzinfo is None else now_ts.tz_convert("UTC")
+    due = (rows["state"] == "planned") & (pd.to_datetime(rows["send_at_utc"], utc=True) <= now_ts)
+    return int(due.sum())
+
+
+def summary_rows(summary: DispatchSummary) -> Sequence[tuple[str, str]]:
+    """The summary as (label, value) rows for a table."""
+    out = [("sent", str(summary.sent))]
+    for reason, n in sorted(summary.failed.items()):
+        out.append((f"failed: {reason}", str(n)))
+    out.append(("suppressed", str(summary.suppressed)))
+    for reason, n in sorted(summary.uncertain.items()):
+        out.append((f"uncertain: {reason}", str(n)))
+    if summary.uncertain_resent:
+        out.append(("uncertain, resent (policy resend)", str(summary.uncertain_resent)))
+    for status, n in sorted(summary.reconciled.items()):
+        out.append((f"reconciled in-flight: {status}", str(n)))
+    if summary.released:
+        out.append(("released to planned (outage)", str(summary.released)))
+    if summary.in_doubt:
+        out.append(("in doubt (left sending; next run reconciles)", str(summary.in_doubt)))
+    out.extend([
+        ("remaining planned", str(summary.remaining_planned)),
+        ("requests / retries / lookups", f"{summary.attempts} / {summary.retries} / {summary.lookups}"),
+        ("seconds", f"{summary.seconds:.2f}"),
+        ("messages/s", f"{summary.msgs_per_s:.0f}"),
+    ])
+    if summary.outage:
+        out.append(("outage", summary.outage))
+    return out
