@@ -1,0 +1,743 @@
+"""The ledger: one row per (campaign, customer, step), and the verbs that make sending exactly-once.
+
+Protocol (used by `winback send`):
+1. `plan(frame)` persists the whole plan before anything is sent (new keys only; re-running is a no-op).
+2. `claim(now=…, limit=…)` atomically moves a batch of due `planned` rows to `sending` under a fresh
+   claim token (PostgreSQL: `FOR UPDATE SKIP LOCKED`; SQLite: `BEGIN IMMEDIATE` + conditional update),
+   so two processes never get the same row.
+3. After each provider answer, `record(outcomes, claim_token=…)` moves the row to its final state
+   (`sent`, `failed`, `suppressed`, `uncertain`) or back to `planned` (retry later) in one transaction.
+4. After a crash, rows still in `sending` are returned by `in_flight()`; the sender looks each one up
+   at the provider and records `sent` when found, otherwise `uncertain` (`mark_uncertain`) or `planned`
+   (`release`) according to its policy. Nothing in `sending` is ever resent blindly.
+
+All SQL is SQLAlchemy Core with bound parameters; the same code runs on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+from winback.errors import DataError, LedgerError
+from winback.ledger import schema
+from winback.ledger.migrations import migrate
+from winback.vocab import LEDGER_STATES
+
+# States `record()` may move a claimed row to; `planned` means "not sent, try again later".
+OUTCOME_STATES = ("sent", "failed", "suppressed", "uncertain", "planned")
+# Delivery statuses reported by providers' events, weakest first: a later, weaker event (a late
+# `delivered` after `clicked`) never overwrites a stronger one. `opened`/`failed` extend the
+# contract's five (delivered, bounced, complained, unsubscribed, clicked).
+DELIVERY_STATUSES = ("delivered", "opened", "clicked", "failed", "bounced", "complained", "unsubscribed")
+_STATUS_RANK = {status: rank for rank, status in enumerate(DELIVERY_STATUSES)}
+# Events that also put the address on the suppression list, with the suppression reason.
+SUPPRESSING_EVENTS = {"bounced": "bounced", "complained": "complained", "unsubscribed": "unsubscribed"}
+
+_CHUNK = 5_000  # rows per executemany: large enough to amortise round trips, small enough for memory
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The result of one send attempt for one ledger key, as `record()` stores it."""
+
+    campaign_id: str
+    customer_id: str
+    step: int
+    state: str
+    provider: str | None = None
+    provider_message_id: str | None = None
+    error: str | None = None
+
+
+Key = tuple[str, str, int]
+
+
+def _utc(ts: Any | None) -> datetime:
+    """A timestamp parameter as an aware UTC datetime (`None` → the current time: the ledger is an edge)."""
+    if ts is None:
+        return datetime.now(UTC)
+    value = pd.Timestamp(ts)
+    if value is pd.NaT:
+        raise DataError("a timestamp parameter is NaT")
+    value = value.tz_localize("UTC") if value.tzinfo is None else value.tz_convert("UTC")
+    return value.to_pydatetime()
+
+
+def _keys(keys: Iterable[Key] | pd.DataFrame) -> list[dict[str, Any]]:
+    """Normalise keys given as (campaign_id, customer_id, step) tuples or a frame with those columns."""
+    if isinstance(keys, pd.DataFrame):
+        missing = [c for c in schema.KEY_COLUMNS if c not in keys.columns]
+        if missing:
+            raise DataError(f"key frame lacks column(s) {missing}")
+        rows = zip(keys["campaign_id"], keys["customer_id"], keys["step"], strict=True)
+    else:
+        rows = keys
+    return [{"k_campaign_id": str(c), "k_customer_id": str(u), "k_step": int(s)} for c, u, s in rows]
+
+
+class Ledger:
+    """The campaign ledger over SQLite or PostgreSQL; `Ledger(url_or_engine)` migrates on open."""
+
+    def __init__(self, url_or_engine: str | sa.Engine | None = None) -> None:
+        from winback.config import ledger_url
+
+        if isinstance(url_or_engine, sa.Engine):
+            self.engine = url_or_engine
+            self._owns_engine = False
+        else:
+            self.engine = _create_engine(ledger_url(url_or_engine))
+            self._owns_engine = True
+        self.dialect = self.engine.dialect.name
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise LedgerError(f"unsupported ledger database {self.dialect!r}", hint="use sqlite:/// or postgresql://")
+        if self.dialect == "sqlite":
+            _configure_sqlite(self.engine)
+        try:
+            with self._write() as conn:
+                self.migrations_applied = migrate(conn)
+        except sa.exc.SQLAlchemyError as exc:
+            raise LedgerError(f"cannot open the ledger at {self.url}: {_short(exc)}") from None
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The database URL with any password masked."""
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def close(self) -> None:
+        """Release the connection pool (when the ledger created the engine)."""
+        if self._owns_engine:
+            self.engine.dispose()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Ledger({self.url!r})"
+
+    @contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
+        """A write transaction; on SQLite it starts with BEGIN IMMEDIATE (takes the write lock first)."""
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(winback_immediate=True) if self.dialect == "sqlite" else conn
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[sa.Connection]:
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    def _insert(self, table: sa.Table):
+        return (pg_dialect.insert if self.dialect == "postgresql" else sqlite_dialect.insert)(table)
+
+    # -- planning ---------------------------------------------------------------------------------
+
+    def plan(self, frame: pd.DataFrame, *, now: Any | None = None) -> int:
+        """Store a plan frame's new keys (treatment → planned, holdout → held_out, excluded skipped); return rows inserted."""
+        rows = _plan_rows(frame, self.dialect, _utc(now))
+        if not rows:
+            return 0
+        table = schema.ledger
+        # RETURNING counts the inserted rows on both dialects (rowcount is -1 for psycopg inserts).
+        stmt = (self._insert(table).on_conflict_do_nothing(index_elements=list(schema.KEY_COLUMNS))
+                .returning(table.c.id))
+        inserted = 0
+        try:
+            with self._write() as conn:
+                for start in range(0, len(rows), _CHUNK):
+                    inserted += len(conn.execute(stmt, rows[start : start + _CHUNK]).all())
+        except sa.exc.SQLAlchemyError as exc:
+            raise LedgerError(f"cannot store the plan: {_short(exc)}") from None
+        return inserted
+
+    # -- sending ----------------------------------------------------------------------------------
+
+    def claim(
+        self,
+        campaign_id: str | None = None,
+        *,
+        now: Any,
+        limit: int,
+        channel: str | Sequence[str] | None = None,
+        step: int | None = None,
+    ) -> pd.DataFrame:
+        """Atomically move up to `limit` due `planned` rows to `sending`; return them with their `claim_token`."""
+        if limit <= 0:
+            return self._frame([])
+        t = schema.ledger
+        when = _utc(now)
+        token = uuid.uuid4().hex
+        due = sa.select(t.c.id).where(t.c.state == "planned", t.c.send_at_utc <= when)
+        if campaign_id is not None:
+            due = due.where(t.c.campaign_id == campaign_id)
+        if channel is not None:
+            channels = [channel] if isinstance(channel, str) else list(channel)
+            due = due.where(t.c.channel.in_(channels))
+        if step is not None:
+            due = due.where(t.c.step == int(step))
+        due = due.order_by(t.c.send_at_utc, t.c.id).limit(int(limit))
+        if self.dialect == "postgresql":
+            # Rows another claimer holds are skipped rather than waited for; the update below stays
+            # conditional on `planned` all the same.
+            due = due.with_for_update(skip_locked=True)
+        # Two statements, not `UPDATE … WHERE id IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED)`: PostgreSQL
+        # may plan that as a nested-loop semi-join that re-runs the subquery per row, ignoring the limit.
+        stmt = (
+            sa.update(t)
+            .where(t.c.id.in_(sa.bindparam("ids", expanding=True)), t.c.state == "planned")
+            .values(state="sending", claim_token=token, claimed_at=when, updated_at=when, attempts=t.c.attempts + 1)
+            .returning(*t.c)
+        )
+        rows = []
+        try:
+            # SQLite: the IMMEDIATE transaction holds the database write lock from the first
+            # statement, so a second claimer waits (busy_timeout) and then sees these rows as sending.
+            with self._write() as conn:
+                ids = list(conn.execute(due).scalars())
+                for start in range(0, len(ids), _CHUNK):
+                    rows.extend(conn.execute(stmt, {"ids": ids[start : start + _CHUNK]}).mappings().all())
+        except sa.exc.SQLAlchemyError as exc:
+            raise LedgerError(f"cannot claim rows: {_short(exc)}") from None
+        frame = self._frame(rows)
+        frame = frame.sort_values(["send_at_utc", "id"], kind="stable").reset_index(drop=True)
+        frame.attrs["claim_token"] = token
+        return frame
+
+    def record(
+        self,
+        outcomes: Iterable[Outcome],
+        *,
+        claim_token: str | None = None,
+        now: Any | None = None,
+        from_states: Sequence[str] = ("sending",),
+    ) -> int:
+        """Store send outcomes in one transaction, only for rows in `from_states` (and that claim); return rows updated."""
+        when = _utc(now)
+        params = []
+        for o in outcomes:
+            if o.state not in OUTCOME_STATES:
+                raise DataError(f"outcome state {o.state!r} is not one of {OUTCOME_STATES}")
+            params.append(
+                {
+                    "k_campaign_id": str(o.campaign_id),
+                    "k_customer_id": str(o.customer_id),
+                    "k_step": int(o.step),
+                    "v_state": o.state,
+                    "v_provider": o.provider,
+                    "v_message_id": o.provider_message_id,
+                    "v_error": o.error,
+                    "v_sent_at": when if o.state == "sent" else None,
+                    # A row going back to planned gives up its claim; final states keep it for audit.
+                    "v_keep_claim": o.state != "planned",
+                }
+            )
+        if not params:
+            return 0
+        t = schema.ledger
+        stmt = (
+            sa.update(t)
+            .where(*self._key_match(), _state_in(from_states))
+            .values(
+                state=sa.bindparam("v_state"),
+                provider=sa.func.coalesce(sa.bindparam("v_provider", type_=sa.String), t.c.provider),
+                provider_message_id=sa.func.coalesce(
+                    sa.bindparam("v_message_id", type_=sa.String), t.c.provider_message_id
+                ),
+                error=sa.bindparam("v_error", type_=sa.Text),
+                sent_at=sa.func.coalesce(sa.bindparam("v_sent_at", type_=schema.UTCDateTime()), t.c.sent_at),
+                claim_token=sa.case((sa.bindparam("v_keep_claim", type_=sa.Boolean), t.c.claim_token), else_=None),
+                updated_at=when,
+            )
+        )
+        if claim_token is not None:
+            stmt = stmt.where(t.c.claim_token == claim_token)
+        return self._executemany(stmt, params, "record outcomes")
+
+    def in_flight(self, campaign_id: str | None = None, *, claimed_before: Any | None = None) -> pd.DataFrame:
+        """Rows left in `sending` (by a crashed or a still-running sender; filter with `claimed_before`)."""
+        t = schema.ledger
+        query = sa.select(t).where(t.c.state == "sending")
+        if campaign_id is not None:
+            query = query.where(t.c.campaign_id == campaign_id)
+        if claimed_before is not None:
+            query = query.where(t.c.claimed_at < _utc(claimed_before))
+        return self._select(query.order_by(t.c.id))
+
+    def release(
+        self, keys: Iterable[Key] | pd.DataFrame, *, now: Any | None = None, from_states: Sequence[str] = ("sending",)
+    ) -> int:
+        """Put rows back to `planned` (not sent; e.g. a provider outage, or policy `resend` for uncertain rows)."""
+        return self._move(keys, "planned", from_states, now, clear_claim=True)
+
+    def mark_uncertain(
+        self, keys: Iterable[Key] | pd.DataFrame, *, error: str | None = None, now: Any | None = None
+    ) -> int:
+        """Mark `sending` rows `uncertain`: the provider cannot tell whether the message went out."""
+        return self._move(keys, "uncertain", ("sending",), now, clear_claim=False, error=error)
+
+    def _move(self, keys, state, from_states, now, *, clear_claim, error=None) -> int:
+        params = _keys(keys)
+        if not params:
+            return 0
+        t = schema.ledger
+        values: dict[str, Any] = {"state": state, "updated_at": _utc(now)}
+        if clear_claim:
+            values["claim_token"] = None
+        if error is not None:
+            values["error"] = error
+        stmt = sa.update(t).where(*self._key_match(), _state_in(from_states)).values(**values)
+        return self._executemany(stmt, params, f"move rows to {state}")
+
+    @staticmethod
+    def _key_match() -> list[sa.ColumnElement[bool]]:
+        t = schema.ledger
+        return [
+            t.c.campaign_id == sa.bindparam("k_campaign_id"),
+            t.c.customer_id == sa.bindparam("k_customer_id"),
+            t.c.step == sa.bindparam("k_step"),
+        ]
+
+    def _executemany(self, stmt, params: list[dict[str, Any]], what: str) -> int:
+        changed = 0
+        try:
+            with self._write() as conn:
+                for start in range(0, len(params), _CHUNK):
+                    result = conn.execute(stmt, params[start : start + _CHUNK])
+                    changed += max(result.rowcount, 0)
+        except sa.exc.SQLAlchemyError as exc:
+            raise LedgerError(f"cannot {what}: {_short(exc)}") from None
+        return changed
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def status(self, campaign_id: str | None = None) -> dict[str, int]:
+        """Row counts per ledger state (every state present, zero when none)."""
+        t = schema.ledger
+        query = sa.select(t.c.state, sa.func.count()).group_by(t.c.state)
+        if campaign_id is not None:
+            query = query.where(t.c.campaign_id == campaign_id)
+        counts = dict.fromkeys(LEDGER_STATES, 0)
+        with self._read() as conn:
+            counts.update({state: int(n) for state, n in conn.execute(query)})
+        return counts
+
+    def rows(self, campaign_id: str | None = None, step: int | None = None) -> pd.DataFrame:
+        """Every ledger row of a campaign (all campaigns when None), optionally one step, ordered by key."""
+        t = schema.ledger
+        query = sa.select(t)
+        if campaign_id is not None:
+            query = query.where(t.c.campaign_id == campaign_id)
+        if step is not None:
+            query = query.where(t.c.step == int(step))
+        return self._select(query.order_by(t.c.campaign_id, t.c.customer_id, t.c.step))
+
+    def campaigns(self) -> list[str]:
+        """The campaign ids present in the ledger, sorted."""
+        t = schema.ledger
+        with self._read() as conn:
+            return list(conn.execute(sa.select(t.c.campaign_id).distinct().order_by(t.c.campaign_id)).scalars())
+
+    def contact_history(self, since: Any, channels: Sequence[str] | None = None) -> pd.DataFrame:
+        """Messages really sent since `since`: customer_id, channel, sent_at (UTC), campaign_id."""
+        t = schema.ledger
+        query = (
+            sa.select(t.c.customer_id, t.c.channel, t.c.sent_at, t.c.campaign_id)
+            .where(t.c.state == "sent", t.c.sent_at >= _utc(since))
+            .order_by(t.c.sent_at, t.c.id)
+        )
+        if channels is not None:
+            query = query.where(t.c.channel.in_(list(channels)))
+        return self._select(query, columns=["customer_id", "channel", "sent_at", "campaign_id"])
+
+    def _select(self, query, columns: list[str] | None = None) -> pd.DataFrame:
+        try:
+            with self._read() as conn:
+                rows = conn.execute(query).mappings().all()
+        except sa.exc.SQLAlchemyError as exc:
+            raise LedgerError(f"cannot read the ledger: {_short(exc)}") from None
+        return self._frame(rows, columns)
+
+    @staticmethod
+    def _frame(rows, columns: list[str] | None = None) -> pd.DataFrame:
+        columns = columns or schema.LEDGER_COLUMNS
+        frame = pd.DataFrame([dict(r) for r in rows], columns=columns)
+        return _typed(frame)
+
+    # -- suppressions and delivery events --------------------------------------------------------
+
+    def suppressions(self, channel: str | None = None) -> pd.DataFrame:
+        """The suppression list: customer_id, channel, address, reason, source, created_at (UTC)."""
+        s = schema.suppressions
+        query = sa.select(s.c.customer_id, s.c.channel, s.c.address, s.c.reason, s.c.source, s.c.created_at)
+        if channel is not None:
+            query = query.where(s.c.channel == channel)
+        with self._read() as conn:
+            rows = conn.execute(query.order_by(s.c.id)).mappings().all()
+        return _typed(
+            pd.DataFrame([dict(r) for r in rows],
+                         columns=["customer_id", "channel", "address", "reason", "source", "created_at"])
+        )
+
+    def add_suppression(
+        self,
+        customer_id: str,
+        channel: str,
+        address: str | None,
+        reason: str,
+        source: str | None = None,
+        *,
+        now: Any | None = None,
+    ) -> bool:
+        """Suppress a customer on a channel (idempotent: the first suppression stays); True if it was new."""
+        with self._write() as conn:
+            return self._add_suppression(conn, customer_id, channel, address, reason, source, _utc(now))
+
+    def _add_suppression(self, conn, customer_id, channel, address, reason, source, when) -> bool:
+        from winback.vocab import SUPPRESSION_REASONS
+
+        if reason not in SUPPRESSION_REASONS:
+            raise DataError(f"suppression reason {reason!r} is not one of {SUPPRESSION_REASONS}")
+        if not customer_id or not channel:
+            raise DataError("a suppression needs a customer_id and a channel")
+        s = schema.suppressions
+        stmt = self._insert(s).on_conflict_do_nothing(index_elements=["customer_id", "channel"]).returning(s.c.id)
+        result = conn.execute(
+            stmt,
+            {"customer_id": str(customer_id), "channel": channel, "address": address, "reason": reason,
+             "source": source, "created_at": when},
+        )
+        return result.first() is not None
+
+    def record_event(
+        self,
+        provider: str,
+        provider_event_id: str,
+        event: str,
+        *,
+        occurred_at: Any | None = None,
+        campaign_id: str | None = None,
+        customer_id: str | None = None,
+        step: int | None = None,
+        channel: str | None = None,
+        provider_message_id: str | None = None,
+        address: str | None = None,
+        payload: Any | None = None,
+        now: Any | None = None,
+    ) -> bool:
+        """Store a provider's delivery event once (dedup by its event id), update the row, suppress; True if new.
+
+        The ledger row is found by our key (`campaign_id`, `customer_id`, `step`; without a step the
+        latest step of that campaign and channel) or else by `provider_message_id`. Events that are not
+        delivery statuses (processed, deferred…) are stored but change nothing.
+        """
+        when = _utc(now)
+        occurred = _utc(occurred_at) if occurred_at is not None else when
+        t = schema.ledger
+        text = payload if isinstance(payload, str) or payload is None else json.dumps(payload, default=str)
+        try:
+            with self._write() as conn:
+                row = self._match_event_row(conn, campaign_id, customer_id, step, channel, provider_message_id)
+                if row is not None:
+                    campaign_id, customer_id, step = row["campaign_id"], row["customer_id"], row["step"]
+                    channel = channel or row["channel"]
+                    address = address or row["to_address"]
+                    provider_message_id = provider_message_id or row["provider_message_id"]
+                e = schema.events
+                stmt = self._insert(e).on_conflict_do_nothing(
+                    index_elements=["provider", "provider_event_id"]
+                ).returning(e.c.id)
+                result = conn.execute(
+                    stmt,
+                    {"provider": provider, "provider_event_id": str(provider_event_id), "campaign_id": campaign_id,
+                     "customer_id": customer_id, "step": step, "channel": channel,
+                     "provider_message_id": provider_message_id, "event": event, "occurred_at": occurred,
+                     "received_at": when, "payload": text},
+                )
+                if result.first() is None:
+                    return False  # a replay of an event already stored
+                if row is not None and event in _STATUS_RANK:
+                    current = row["delivery_status"]
+                    if current is None or _STATUS_RANK.get(current, -1) <= _STATUS_RANK[event]:
+                        conn.execute(sa.update(t).where(t.c.id == row["id"]).values(delivery_status=event,
+                                                                                    updated_at=when))
+                if event in SUPPRESSING_EVENTS and customer_id and channel:
+                    self._add_suppression(conn, customer_id, channel, address, SUPPRESSING_EVENTS[event],
+                                          provider, when)
+                return True
+        except sa.exc.SQLAlchemyError as exc:
+            raise LedgerError(f"cannot record a {provider} event: {_short(exc)}") from None
+
+    def _match_event_row(self, conn, campaign_id, customer_id, step, channel, provider_message_id):
+        t = schema.ledger
+        cols = [t.c.id, t.c.campaign_id, t.c.customer_id, t.c.step, t.c.channel, t.c.to_address,
+                t.c.provider_message_id, t.c.delivery_status]
+        if campaign_id and customer_id:
+            query = sa.select(*cols).where(t.c.campaign_id == str(campaign_id), t.c.customer_id == str(customer_id))
+            if step is not None:
+                query = query.where(t.c.step == int(step))
+            elif channel is not None:
+                query = query.where(t.c.channel == channel)
+            row = conn.execute(query.order_by(t.c.step.desc()).limit(1)).mappings().first()
+            if row is not None:
+                return row
+        if provider_message_id:
+            query = sa.select(*cols).where(t.c.provider_message_id == str(provider_message_id))
+            return conn.execute(query.order_by(t.c.id.desc()).limit(1)).mappings().first()
+        return None
+
+    def events(self, campaign_id: str | None = None) -> pd.DataFrame:
+        """Stored delivery events (optionally of one campaign), oldest first."""
+        e = schema.events
+        query = sa.select(e).order_by(e.c.id)
+        if campaign_id is not None:
+            query = query.where(e.c.campaign_id == campaign_id)
+        with self._read() as conn:
+            rows = conn.execute(query).mappings().all()
+        return _typed(pd.DataFrame([dict(r) for r in rows], columns=[c.name for c in e.columns]))
+
+    # -- offer results (the learner's memory) -----------------------------------------------------
+
+    def save_offer_results(self, frame: pd.DataFrame, *, now: Any | None = None) -> int:
+        """Upsert measured results per (campaign_id, offer_kind, value_tier); return rows written."""
+        needed = ["campaign_id", "offer_kind", "value_tier", "n_treated", "returned_treated", "n_holdout",
+                  "returned_holdout"]
+        missing = [c for c in needed if c not in frame.columns]
+        if missing:
+            raise DataError(f"offer results lack column(s) {missing}")
+        default_when = _utc(now)
+        rows = []
+        for i, rec in enumerate(frame.to_dict("records"), start=1):
+            try:
+                row = {c: str(rec[c]) for c in needed[:3]}
+                row.update({c: int(rec[c]) for c in needed[3:]})
+            except (TypeError, ValueError):
+                raise DataError("counts must be integers and keys present", row=i) from None
+            measured = rec.get("measured_at")
+            row["measured_at"] = default_when if measured is None or pd.isna(measured) else _utc(measured)
+            rows.append(row)
+        if not rows:
+            return 0
+        o = schema.offer_results
+        stmt = self._insert(o)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["campaign_id", "offer_kind", "value_tier"],
+            set_={c: stmt.excluded[c] for c in needed[3:] + ["measured_at"]},
+        )
+        with self._write() as conn:
+            conn.execute(stmt, rows)
+        return len(rows)
+
+    def offer_results(self) -> pd.DataFrame:
+        """Every stored offer result, ordered by campaign, offer kind and value tier."""
+        o = schema.offer_results
+        with self._read() as conn:
+            rows = conn.execute(sa.select(o).order_by(o.c.campaign_id, o.c.offer_kind, o.c.value_tier)).mappings()
+            frame = pd.DataFrame([dict(r) for r in rows], columns=[c.name for c in o.columns])
+        for col in ("n_treated", "returned_treated", "n_holdout", "returned_holdout"):
+            frame[col] = frame[col].astype("int64")
+        return _typed(frame)
+
+
+# -- module helpers ---------------------------------------------------------------------------------
+
+
+def _state_in(states: Sequence[str]) -> sa.ColumnElement[bool]:
+    """`state IN (…)` written as ORs: expanding IN parameters are not allowed in executemany."""
+    bad = [s for s in states if s not in LEDGER_STATES]
+    if bad:
+        raise DataError(f"unknown ledger state(s) {bad}")
+    return sa.or_(*(schema.ledger.c.state == s for s in states))
+
+
+def _create_engine(url: str) -> sa.Engine:
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        raise LedgerError(f"not a database URL: {url!r}", hint="e.g. sqlite:///ledger.db or "
+                          "postgresql+psycopg://user@host/db") from None
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise LedgerError(f"unsupported ledger database {parsed.get_backend_name()!r}",
+                          hint="use sqlite:///path.db or postgresql+psycopg://user@host/db")
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            parent = os.path.dirname(os.path.abspath(database))
+            try:
+                os.makedirs(parent, exist_ok=True)
+            except OSError as exc:
+                raise LedgerError(f"cannot create the ledger folder {parent}: {exc.strerror}") from None
+        if not database or database == ":memory:":
+            # One shared connection, otherwise every pooled connection would see its own empty database.
+            return sa.create_engine(url, poolclass=sa.pool.StaticPool,
+                                    connect_args={"check_same_thread": False})
+        return sa.create_engine(url)
+    if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")  # psycopg 3 is the driver we ship
+    try:
+        return sa.create_engine(parsed, pool_pre_ping=True)
+    except (sa.exc.ArgumentError, ImportError) as exc:
+        raise LedgerError(f"cannot use the ledger URL {parsed.render_as_string(hide_password=True)}: {exc}") from None
+
+
+def _configure_sqlite(engine: sa.Engine) -> None:
+    """WAL, busy timeout, foreign keys, and explicit BEGIN / BEGIN IMMEDIATE (the pysqlite recipe)."""
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):
+        # Let SQLAlchemy's begin event issue BEGIN itself (pysqlite's implicit BEGIN is deferred and
+        # would be skipped before SELECTs, which breaks the isolation we rely on).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA busy_timeout=30000")
+        _enable_wal(cur)
+        cur.execute("PRAGMA foreign_keys=ON")
+        # FULL: a `sent` record must survive power loss too, or a resume would send again.
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        immediate = conn.get_execution_options().get("winback_immediate", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _enable_wal(cur) -> None:
+    """Switch to WAL; the switch bypasses the busy handler, so retry while another opener holds a lock."""
+    import sqlite3
+    import time
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            mode = cur.execute("PRAGMA journal_mode").fetchone()[0]
+            if mode in ("wal", "memory"):
+                return
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _plan_rows(frame: pd.DataFrame, dialect: str, when: datetime) -> list[dict[str, Any]]:
+    """Validate a plan frame and turn its treatment/holdout rows into insert parameters (vectorised)."""
+    if not isinstance(frame, pd.DataFrame):
+        raise DataError(f"plan must be a DataFrame, got {type(frame).__name__}")
+    missing = [c for c in (*schema.KEY_COLUMNS, "arm") if c not in frame.columns]
+    if missing:
+        raise DataError(f"plan lacks column(s) {missing}", hint="see docs/CONTRACTS.md, the plan frame")
+    arms = frame["arm"].astype("object")
+    unknown = ~arms.isin(["treatment", "holdout", "excluded"])
+    if unknown.any():
+        first = int(unknown.to_numpy().nonzero()[0][0])
+        raise DataError(f"unknown arm {arms.iloc[first]!r}", row=first + 1, column="arm")
+    keep = arms.isin(["treatment", "holdout"]).to_numpy()
+    positions = keep.nonzero()[0]  # to name rows by their position in the caller's frame
+    plan = frame.loc[keep]
+    if plan.empty:
+        return []
+    cols = [c for c in schema.PLAN_COLUMNS if c in plan.columns]
+    data = pd.DataFrame(index=plan.index)
+    for col in cols:
+        series = plan[col]
+        if isinstance(schema.PLAN_COLUMNS[col], schema.UTCDateTime):
+            series = _utc_series(series, col)
+            if dialect == "sqlite":
+                data[col] = series.dt.strftime(schema.SQLITE_TS_FORMAT).astype(object)
+            else:
+                data[col] = series.astype(object)
+            data.loc[series.isna(), col] = None
+        elif col == "step":
+            if series.isna().any():
+                raise DataError("step is missing", row=_first_row(positions, series.isna()), column="step")
+            try:
+                data[col] = series.astype("int64").astype(object)
+            except (TypeError, ValueError):
+                raise DataError("step must be an integer", column="step") from None
+        elif col == "context":
+            data[col] = series.map(lambda v: v if v is None or isinstance(v, str) or _isna(v)
+                                   else json.dumps(v, ensure_ascii=False, default=str)).astype(object)
+        elif isinstance(schema.PLAN_COLUMNS[col], sa.Float):
+            data[col] = pd.to_numeric(series, errors="coerce").astype(object)
+        else:
+            data[col] = series.astype(object)
+        data[col] = data[col].where(pd.notna(data[col]), None)
+    for col in ("campaign_id", "customer_id"):
+        bad = data[col].isna()
+        if bad.any():
+            raise DataError(f"{col} is missing", row=_first_row(positions, bad), column=col)
+        data[col] = data[col].map(str)
+    treatment = (plan["arm"].astype("object") == "treatment").to_numpy()
+    if "send_at_utc" not in data.columns:
+        raise DataError("plan lacks column 'send_at_utc' (needed to know when a treatment row is due)")
+    no_time = data["send_at_utc"].isna().to_numpy() & treatment
+    if no_time.any():
+        raise DataError("a treatment row has no send_at_utc", row=_first_row(positions, no_time), column="send_at_utc")
+    dup = data.duplicated(list(schema.KEY_COLUMNS))
+    if dup.any():
+        raise DataError("duplicate (campaign_id, customer_id, step) in the plan",
+                        row=_first_row(positions, dup), column="customer_id")
+    stamp = when.strftime(schema.SQLITE_TS_FORMAT) if dialect == "sqlite" else when
+    data["state"] = ["planned" if t else "held_out" for t in treatment]
+    data["attempts"] = 0
+    data["planned_at"] = stamp
+    data["updated_at"] = stamp
+    return data.to_dict("records")
+
+
+def _utc_series(series: pd.Series, col: str) -> pd.Series:
+    try:
+        out = pd.to_datetime(series, utc=True)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"cannot read timestamps: {exc}", column=col) from None
+    return out
+
+
+def _first_row(positions, mask) -> int:
+    """1-based position in the caller's plan frame of the first kept row where `mask` holds."""
+    import numpy as np
+
+    return int(positions[np.asarray(mask).nonzero()[0][0]]) + 1
+
+
+def _isna(value: Any) -> bool:
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _typed(frame: pd.DataFrame) -> pd.DataFrame:
+    """Timestamps as datetime64[ns, UTC]; integer columns as int64 where complete."""
+    for col in frame.columns:
+        if col in schema.TIMESTAMP_COLUMNS or col in ("created_at", "occurred_at", "received_at", "measured_at"):
+            frame[col] = pd.to_datetime(frame[col], utc=True).astype("datetime64[ns, UTC]")
+    for col in ("step", "attempts", "id"):
+        if col in frame.columns and not frame[col].isna().any():
+            frame[col] = frame[col].astype("int64")
+    return frame
+
+
+def _short(exc: BaseException) -> str:
+    """A one-line database error without the SQL statement or parameters (they may hold addresses)."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip().splitlines()
+    return f"{type(orig or exc).__name__}: {text[0] if text else ''}"
