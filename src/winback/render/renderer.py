@@ -216,7 +216,7 @@ class Renderer:
             if channel == "webhook" and name not in files:
                 name = _WEBHOOK_FALLBACK
             subject = None
-            if channel in ("webhook", "call_task") and "email.subject" in files:
+            if channel == "webhook" and "email.subject" in files:
                 subject = self._load(base + "email.subject")
             compiled = _Compiled(resolved, subject, None, self._load(base + name))
         self._compiled[(template, channel, locale or "")] = compiled

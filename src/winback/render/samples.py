@@ -33,10 +33,10 @@ _OPTIONAL_OFFER_FIELDS = ("percent", "amount", "min_spend", "points", "expires_a
 
 _PEOPLE = {
     "zh": {"first_name": "芳", "last_name": "王", "account_manager": "李娜", "timezone": "Asia/Shanghai",
-           "top_category": "茶具", "brand": "山茶生活", "title": "会员专属礼遇"},
+           "top_category": "茶具", "brand": "山茶生活", "title": "会员专属礼遇", "phone": "400-820-8820"},
     "en": {"first_name": "Emma", "last_name": "Johnson", "account_manager": "Daniel Brooks",
            "timezone": "America/New_York", "top_category": "Kitchen", "brand": "Harbor & Pine",
-           "title": "A thank-you offer for you"},
+           "title": "A thank-you offer for you", "phone": "(800) 555-0142"},
 }
 
 
@@ -95,7 +95,7 @@ def sample_context(locale: str, offer_kind: str | None = "percent_off", *, spars
             "name": people["brand"],
             "url": "https://shop.example.com",
             "currency": currency,
-            "support_phone": None if sparse else "400-820-8820",
+            "support_phone": None if sparse else people["phone"],
         },
         "survey_url": None if sparse else "https://shop.example.com/survey/s/7f3a",
         "step": 3 if sparse else 1,
