@@ -1,0 +1,112 @@
+"""The edge of measurement: read the ledger and the orders, measure, write the artifacts, store offer results."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from winback.errors import ConfigError, DataError
+from winback.measure.campaign import DEFAULT_BREAKDOWNS, MeasureResult, measure_campaign
+
+
+@dataclass
+class MeasureRun:
+    """A measurement with its report text, written files and the offer results stored for learning."""
+
+    result: MeasureResult
+    markdown: str
+    paths: dict[str, Path] = field(default_factory=dict)
+    offer_results: pd.DataFrame | None = None
+    offer_results_saved: int = 0
+
+    def to_json(self) -> dict:
+        """The figures for machines plus where the artifacts were written."""
+        out = self.result.to_dict()
+        out["artifacts"] = {k: str(v) for k, v in self.paths.items()}
+        out["offer_results_saved"] = self.offer_results_saved
+        return out
+
+    def by_offer_records(self) -> list[dict]:
+        """Per-offer rows (for a Prefect table artifact)."""
+        return self.to_json().get("by_offer", [])
+
+    def headline(self) -> str:
+        """One line: return rates, uplift with CI, net value and ROI."""
+        r = self.result
+        t, h = r.arms["treatment"], r.arms["holdout"]
+        rr = r.uplift["return_rate"]
+
+        def pp(x):
+            return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{100 * x:+.2f}pp"
+
+        def pct(x):
+            return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{100 * x:.2f}%"
+
+        roi = "n/a" if r.roi is None else f"{r.roi:.2f}"
+        return (f"return rate {pct(t['return_rate'])} treated (n={t['n']}) vs {pct(h['return_rate'])} holdout "
+                f"(n={h['n']}); uplift {pp(rr['diff'])} [{pp(rr['ci_low'])}, {pp(rr['ci_high'])}]; "
+                f"net incremental value {r.net_incremental_value:,.2f}; ROI {roi}")
+
+
+def resolve_orders(orders: str | Path | None, world: str | Path | None) -> str:
+    """The orders file: the explicit path, else the demo world's orders.parquet."""
+    if orders:
+        return str(orders)
+    if world:
+        for name in ("orders.parquet", "orders.csv"):
+            path = Path(world) / name
+            if path.exists():
+                return str(path)
+        raise DataError("no orders.parquet or orders.csv in the world folder", file=str(world))
+    raise ConfigError("no orders to measure against", field="--orders",
+                      hint="pass --orders PATH (CSV or Parquet) or --world DIR (a demo-data folder)")
+
+
+def measure_from_ledger(
+    campaign_id: str,
+    *,
+    ledger_url: str | None = None,
+    ledger=None,
+    window_days: int = 30,
+    orders: str | Path | pd.DataFrame | None = None,
+    world: str | Path | None = None,
+    as_of: pd.Timestamp | None = None,
+    out_dir: str | Path | None = None,
+    learn: bool = True,
+    by=DEFAULT_BREAKDOWNS,
+    revenue_method: str = "welch",
+    seed: int = 0,
+    currency: str = "",
+) -> MeasureRun:
+    """Measure a campaign from the ledger against orders; write artifacts to `out_dir`; store offer results."""
+    from winback.ledger import Ledger
+    from winback.measure.learning import offer_results_from
+    from winback.measure.report import render_markdown, write_outputs
+
+    own = ledger is None
+    if own:
+        from winback.config import ledger_url as default_url
+
+        ledger = Ledger(default_url(ledger_url))
+    try:
+        rows = ledger.rows(campaign_id)
+        if rows.empty:
+            known = ledger.campaigns()
+            raise DataError(f"campaign {campaign_id!r} has no rows in the ledger",
+                            hint=f"campaigns in the ledger: {', '.join(known[:20]) or '(none)'}")
+        source = orders if isinstance(orders, pd.DataFrame) else resolve_orders(orders, world)
+        result = measure_campaign(rows, source, window_days=window_days, as_of=as_of, by=by,
+                                  revenue_method=revenue_method, seed=seed)
+        run = MeasureRun(result=result, markdown=render_markdown(result, currency=currency))
+        if out_dir is not None:
+            run.paths = write_outputs(result, out_dir, currency=currency)
+        if learn:
+            run.offer_results = offer_results_from(result)
+            run.offer_results_saved = ledger.save_offer_results(run.offer_results, now=as_of)
+        return run
+    finally:
+        if own:
+            ledger.close()
