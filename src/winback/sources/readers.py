@@ -197,10 +197,23 @@ def read_duckdb(url: str) -> RawTable:
         )
     try:
         with duckdb.connect(str(path), read_only=True) as conn:
-            frame = conn.execute(statement).fetch_df()
+            relation = conn.sql(statement)
+            if relation is None:  # a statement without a result (only possible for a query=)
+                raise DataError("the query returns no rows or columns", file=label)
+            table = relation.to_arrow_table()
     except duckdb.Error as exc:
         raise DataError(f"DuckDB: {_first_line(exc)}", file=label) from None
-    return RawTable(frame, label)
+    return RawTable(_arrow_to_pandas(table), label)
+
+
+def _arrow_to_pandas(table) -> pd.DataFrame:
+    # DECIMAL money would arrive as Python Decimal objects; float64 is the contract's money type.
+    import pyarrow as pa
+
+    for i, column in enumerate(table.schema):
+        if pa.types.is_decimal(column.type):
+            table = table.set_column(i, column.name, table.column(i).cast(pa.float64()))
+    return table.to_pandas()
 
 
 def read_sql(url: str) -> RawTable:
