@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import email.policy
 import json
 import os
 import random
@@ -436,14 +437,14 @@ class _SmtpHandler:
             return "451 4.3.0 Emulated temporary failure, try again later"
         if fault in ("500", "drop"):
             return "421 4.3.2 Emulated service shutting down"
-        mail = message_from_bytes(envelope.content)
+        mail = message_from_bytes(envelope.content, policy=email.policy.default)  # decodes RFC 2047 headers
         key = mail.get("X-Winback-Key")
         text = html = None
         for part in mail.walk():
             if part.get_content_type() == "text/plain" and text is None:
-                text = part.get_payload(decode=True).decode(part.get_content_charset() or "utf-8", "replace")
+                text = part.get_content()
             elif part.get_content_type() == "text/html" and html is None:
-                html = part.get_payload(decode=True).decode(part.get_content_charset() or "utf-8", "replace")
+                html = part.get_content()
         self.store.add("smtp", key, id=mail.get("Message-ID"), to=", ".join(envelope.rcpt_tos),
                        subject=str(mail.get("Subject", "")), text=text, html=html,
                        headers={k: str(v) for k, v in mail.items()}, mail_from=envelope.mail_from)
