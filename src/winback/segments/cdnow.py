@@ -15,7 +15,8 @@ from winback.errors import DataError
 
 
 def read_cdnow(path: str | Path, *, timezone: str = "UTC") -> pd.DataFrame:
-    """Read a CDNOW .txt log into orders (`order_id`, `customer_id`, `ordered_at` UTC, `amount`, `quantity`).
+    """Read a CDNOW .txt log into orders (`order_id`, `customer_id`, `ordered_at` UTC, `amount`, `quantity`,
+    and `sample_id` for the 1/10 sample).
 
     Dates are calendar days; they are placed at midnight in `timezone` so that day-level grouping in
     the same timezone gives back exactly the dates of the file.
@@ -40,10 +41,13 @@ def read_cdnow(path: str | Path, *, timezone: str = "UTC") -> pd.DataFrame:
         row = int(bad.to_numpy().nonzero()[0][0]) + 1
         column = "date" if dates.isna().iloc[row - 1] else "amount"
         raise DataError(f"cannot read {raw[column].iloc[row - 1]!r}", file=str(path), row=row, column=column)
-    return pd.DataFrame({
+    frame = pd.DataFrame({
         "order_id": [f"{i + 1}" for i in range(len(raw))],
         "customer_id": raw["master_id"].str.lstrip("0").replace("", "0").to_numpy(),
         "ordered_at": dates.dt.tz_localize(timezone).dt.tz_convert("UTC").to_numpy(),
         "amount": amount.astype(float).to_numpy(),
         "quantity": pd.to_numeric(raw["quantity"], errors="coerce").to_numpy(),
     })
+    if "sample_id" in raw.columns:  # the id used by the published summaries of the 1/10 sample
+        frame["sample_id"] = raw["sample_id"].astype(int).to_numpy()
+    return frame

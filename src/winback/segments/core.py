@@ -1,0 +1,573 @@
+"""Lapse segmentation: each customer's rhythm, P(alive), value, lapse stage and likely reason.
+
+`segment_customers` is pure (frames in, frame out, `as_of` passed in) and vectorized: the order
+level work (10M rows) is two GROUP BYs in DuckDB over the in-memory frames, the customer level
+work (1M rows) numpy/pandas column arithmetic. No per-customer Python loop.
+
+How each column is made (every threshold lives in `SegmentParams`):
+
+- A *transaction* is a calendar day (in `params.timezone`) with at least one order, as in the
+  BG/NBD literature; `frequency` = transactions − 1 (repeat purchases).
+- Own rhythm, shrunk toward the population (Gamma-Poisson / empirical Bayes). A customer's purchase
+  rate λ gets a Gamma prior with mean 1/prior_gap and the strength of `rhythm_prior_strength` (k0)
+  pseudo-gaps; after x observed gaps spanning t_x days the posterior mean is
+      λ̂ = (k0 + x) / (k0 · prior_gap + t_x),    expected_gap_days = 1 / λ̂.
+  prior_gap = population gap × `tier_patience[value_tier]`; the population gap is the median of the
+  repeat buyers' own mean gaps t_x / x. A single order therefore gets the (tier-adjusted)
+  population gap, and a valuable customer with thin data is given more patience, not written off.
+  `overdue_ratio` = recency_days / expected_gap_days.
+- `frequency_trend`: repeat-purchase rate in the last `trend_window_days` vs the window before it,
+  each a Gamma-Poisson posterior mean with prior mean λ̂ and strength `trend_prior_strength`
+  (exposure counted from the first purchase), so thin data gives ≈1; < 1 means falling.
+- BG/NBD (fit in days on all buyers, `winback.segments.models`): `p_alive`,
+  `expected_purchases_90d` (`prediction_days`). Gamma-Gamma on the mean transaction value over
+  *all* transactions (the literature drops the first purchase; we keep it so that a one-order
+  5,000 ¥ customer's value counts): `expected_order_value`.
+- `clv` = margin × expected_order_value × Σ_k ΔE[Y(t_k)] · (1 + annual_discount_rate)^(−t_k/365),
+  t_k = `clv_step_days`, 2·step, … up to `clv_horizon_days`: discounted expected gross margin.
+- `value_tier` (customer pyramid): by CLV rank among customers with positive value (quantile mode:
+  top `tier_shares[0]` platinum, next gold, next iron, rest lead) or by absolute CLV floors.
+  Negative/zero-value customers (total spend ≤ 0 or CLV ≤ 0) and customers without orders are lead.
+- `lapse_stage` from overdue_ratio: active < at_risk ≤ … thresholds `stage_thresholds`
+  (default 1.0 / 1.5 / 2.5 / 5.0 → at_risk / lapsing / lapsed / lost); also lost when
+  p_alive < `lost_p_alive` and the customer is overdue (ratio ≥ first threshold). `no_orders` for
+  customers without an order up to as_of.
+- Reasons: `complaint_open` (an unresolved complaint created in the last `complaint_window_days`),
+  `complaints_recent` (complaints in that window), `discount_share` (share of orders with
+  discount > 0; price-sensitive when ≥ `price_discount_share` over ≥ `price_min_orders` orders),
+  `top_category` (most ordered category over the whole history), `category_drop` (the top category
+  before the last `category_window_days` — at least `category_min_orders` orders — has no order in
+  that window although the customer's own rate there predicts ≥ `category_expected_min`, while
+  they did buy something else in the window: buying elsewhere, the competitor signal),
+  `manager_departed` (account_manager in the departed list).
+  `likely_reason` for slipping customers (stage at_risk … lost), first match in the order
+  service > manager_left > price > competitor > forgotten; `none` for active and no_orders.
+
+Orders after `as_of` are ignored (they are the future of a backtest); orders of customers not in
+`customers` are ignored (`winback.sources.load_inputs` quarantines them before).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import duckdb
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from winback.errors import ConfigError, DataError
+from winback.segments.models import (
+    BgNbdParams,
+    GammaGammaParams,
+    bgnbd_conditional_expected_purchases,
+    bgnbd_p_alive,
+    fit_bgnbd,
+    fit_gamma_gamma,
+    gamma_gamma_expected_value,
+)
+from winback.vocab import LAPSE_STAGES, REASONS, VALUE_TIERS
+
+SEGMENT_COLUMNS = (
+    "customer_id", "n_orders", "n_transactions", "frequency", "first_order_at", "last_order_at",
+    "recency_days", "tenure_days", "monetary", "total_spend", "expected_gap_days", "overdue_ratio",
+    "frequency_trend", "p_alive", "expected_purchases_90d", "expected_order_value", "clv",
+    "value_tier", "lapse_stage", "complaint_open", "complaints_recent", "discount_share",
+    "top_category", "category_drop", "manager_departed", "likely_reason",
+)
+# Columns that are NaN/NaT exactly for customers without orders (everything else is never missing,
+# except top_category, NA when the customer's orders carry no category).
+NAN_FOR_NO_ORDERS = (
+    "first_order_at", "last_order_at", "recency_days", "tenure_days", "expected_gap_days",
+    "overdue_ratio", "frequency_trend", "p_alive", "expected_order_value",
+)
+SLIPPING_STAGES = ("at_risk", "lapsing", "lapsed", "lost")
+
+
+class SegmentParams(BaseModel):
+    """Every threshold and modelling choice of the segmentation (see the module docstring)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    timezone: str = Field("Asia/Shanghai", description="calendar days of transactions are local to this zone")
+    # Own rhythm
+    rhythm_prior_strength: float = Field(2.0, gt=0, description="k0: pseudo-gaps of the population prior")
+    tier_patience: dict[str, float] = Field(
+        default_factory=lambda: {"platinum": 1.5, "gold": 1.25, "iron": 1.0, "lead": 1.0},
+        description="multiplier of the prior gap per value tier (thin-data patience for valuable customers)",
+    )
+    fallback_gap_days: float = Field(90.0, gt=0, description="population gap when nobody has bought twice")
+    # Trend
+    trend_window_days: int = Field(180, gt=0, description="recent window; the earlier window has the same length")
+    trend_prior_strength: float = Field(1.0, gt=0, description="pseudo-purchases pulling the trend toward 1")
+    # Models and CLV
+    prediction_days: int = Field(90, gt=0, description="horizon of expected_purchases_90d")
+    clv_horizon_days: int = Field(365, gt=0)
+    clv_step_days: int = Field(30, gt=0)
+    annual_discount_rate: float = Field(0.10, ge=0)
+    margin: float = Field(0.30, gt=0, le=1, description="gross margin applied to expected revenue")
+    fit_ridge: float = Field(1.0, ge=0, description="weak prior on log-parameters (finite fits on tiny data)")
+    gamma_gamma_max_fit_customers: int = Field(200_000, gt=0, description="seeded sample cap for the GG fit")
+    fit_seed: int = 0
+    # Value tiers
+    tier_method: Literal["quantile", "absolute"] = "quantile"
+    tier_shares: tuple[float, float, float] = Field(
+        (0.05, 0.15, 0.40), description="platinum, gold, iron shares of positive-value customers (rest lead)"
+    )
+    tier_clv_floors: tuple[float, float, float] = Field(
+        (5000.0, 1000.0, 200.0), description="absolute CLV floors of platinum, gold, iron (tier_method=absolute)"
+    )
+    # Lapse stages
+    stage_thresholds: tuple[float, float, float, float] = Field(
+        (1.0, 1.5, 2.5, 5.0), description="overdue_ratio where at_risk, lapsing, lapsed, lost start"
+    )
+    lost_p_alive: float = Field(0.1, ge=0, le=1, description="overdue and P(alive) below this → lost")
+    # Reasons
+    complaint_window_days: int = Field(180, gt=0)
+    price_discount_share: float = Field(0.5, ge=0, le=1)
+    price_min_orders: int = Field(2, ge=1)
+    category_window_days: int = Field(180, gt=0)
+    category_min_orders: int = Field(2, ge=1)
+    category_expected_min: float = Field(1.0, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> SegmentParams:
+        if sorted(self.stage_thresholds) != list(self.stage_thresholds):
+            raise ValueError("stage_thresholds must be increasing")
+        if sum(self.tier_shares) > 1 or min(self.tier_shares) < 0:
+            raise ValueError("tier_shares must be non-negative and sum to at most 1")
+        if list(self.tier_clv_floors) != sorted(self.tier_clv_floors, reverse=True):
+            raise ValueError("tier_clv_floors must be decreasing (platinum, gold, iron)")
+        missing = set(VALUE_TIERS) - set(self.tier_patience)
+        if missing:
+            raise ValueError(f"tier_patience lacks {sorted(missing)}")
+        return self
+
+
+@dataclass(frozen=True)
+class CustomerModels:
+    """Fitted population models reused across runs (BG/NBD in days; Gamma-Gamma may be absent)."""
+
+    bgnbd: BgNbdParams
+    gamma_gamma: GammaGammaParams | None
+
+
+def segment_customers(
+    customers: pd.DataFrame,
+    orders: pd.DataFrame,
+    complaints: pd.DataFrame | None = None,
+    *,
+    as_of: pd.Timestamp,
+    params: SegmentParams | None = None,
+    departed_managers=(),
+    models: CustomerModels | None = None,
+) -> pd.DataFrame:
+    """One row per customer (in input order) with rhythm, P(alive), CLV, tier, stage and reasons.
+
+    `models` reuses fitted BG/NBD + Gamma-Gamma parameters (e.g. a nightly fit); when None they are
+    fitted on these orders.
+    """
+    params = params or SegmentParams()
+    as_of = _utc(as_of)
+    if "customer_id" not in customers.columns:
+        raise DataError("customers have no customer_id column", column="customer_id")
+    ids = customers["customer_id"].astype("str")
+    if not ids.is_unique:
+        dup = ids[ids.duplicated()].iloc[0]
+        raise DataError(f"duplicate customer_id {dup!r}", column="customer_id")
+    agg, cats = _aggregate_orders(orders, as_of, params)
+    frame = _align(agg, ids)
+    has = frame["n_orders"].notna().to_numpy() & (frame["n_orders"].fillna(0).to_numpy() > 0)
+
+    as_of_day = np.datetime64(as_of.tz_convert(params.timezone).date(), "D")
+    n_orders = frame["n_orders"].fillna(0).astype("int64").to_numpy()
+    n_tx = frame["n_transactions"].fillna(0).astype("int64").to_numpy()
+    x = np.maximum(n_tx - 1, 0)
+    first_day = frame["first_day"].to_numpy(dtype="datetime64[D]")
+    last_day = frame["last_day"].to_numpy(dtype="datetime64[D]")
+    t_x = np.where(has, (last_day - first_day).astype("int64"), 0).astype(float)
+    T = np.where(has, (as_of_day - first_day).astype("int64"), 0).astype(float)
+    total = frame["total_spend"].fillna(0.0).to_numpy(dtype=float)
+    first_at = pd.to_datetime(frame["first_order_at"], utc=True).astype("datetime64[ns, UTC]")
+    last_at = pd.to_datetime(frame["last_order_at"], utc=True).astype("datetime64[ns, UTC]")
+    recency = (as_of - last_at).dt.total_seconds().to_numpy(dtype=float) / 86_400.0
+    tenure = (as_of - first_at).dt.total_seconds().to_numpy(dtype=float) / 86_400.0
+    recency = np.where(has, recency, np.nan)
+    tenure = np.where(has, tenure, np.nan)
+    tx_mean = np.where(has, total / np.maximum(n_tx, 1), 0.0)
+
+    # Population models -------------------------------------------------------------------------
+    if models is None:
+        models = _fit_models(x[has], t_x[has], T[has], n_tx[has], tx_mean[has], params)
+    p_alive = np.full(len(frame), np.nan)
+    exp_purchases = np.zeros(len(frame))
+    clv = np.zeros(len(frame))
+    eov = np.full(len(frame), np.nan)
+    if has.any():
+        p_alive[has], exp_purchases[has], unit_value = _bgnbd_predictions(
+            models.bgnbd, x[has], t_x[has], T[has], params
+        )
+        if models.gamma_gamma is not None:
+            eov[has] = gamma_gamma_expected_value(models.gamma_gamma, n_tx[has], tx_mean[has])
+        eov[has] = np.where(np.isfinite(eov[has]), eov[has], tx_mean[has])
+        clv[has] = params.margin * eov[has] * unit_value
+
+    # Value tier --------------------------------------------------------------------------------
+    value_tier = _value_tiers(clv, total, has, params)
+
+    # Own rhythm --------------------------------------------------------------------------------
+    repeaters = has & (x > 0)
+    pop_gap = float(np.median(t_x[repeaters] / x[repeaters])) if repeaters.any() else params.fallback_gap_days
+    pop_gap = max(pop_gap, 1.0)
+    patience = pd.Series(value_tier).map(params.tier_patience).to_numpy(dtype=float)
+    k0 = params.rhythm_prior_strength
+    rate = (k0 + x) / (k0 * pop_gap * patience + t_x)
+    expected_gap = np.where(has, 1.0 / rate, np.nan)
+    overdue = np.where(has, recency / expected_gap, np.nan)
+
+    # Frequency trend ---------------------------------------------------------------------------
+    trend = _frequency_trend(frame, has, first_day, as_of_day, rate, params)
+
+    # Lapse stage -------------------------------------------------------------------------------
+    lapse_stage = _lapse_stages(overdue, p_alive, has, params)
+
+    # Reasons -----------------------------------------------------------------------------------
+    complaint_open, complaints_recent = _complaint_signals(ids, complaints, as_of, params)
+    discount_share = np.where(has, frame["n_discounted"].fillna(0).to_numpy(dtype=float)
+                              / np.maximum(n_orders, 1), 0.0)
+    cat = _align(cats, ids)
+    top_category = cat["top_category"].astype("str").where(cat["top_category"].notna(), pd.NA)
+    category_drop = _category_drop(cat, frame, has, first_day, as_of_day, params)
+    manager_departed = _manager_departed(customers, departed_managers)
+    likely_reason = _likely_reasons(
+        lapse_stage, complaint_open, manager_departed,
+        (discount_share >= params.price_discount_share) & (n_orders >= params.price_min_orders),
+        category_drop,
+    )
+
+    out = pd.DataFrame({
+        "customer_id": ids.to_numpy(),
+        "n_orders": n_orders,
+        "n_transactions": n_tx,
+        "frequency": x.astype("int64"),
+        "first_order_at": first_at,
+        "last_order_at": last_at,
+        "recency_days": recency,
+        "tenure_days": tenure,
+        "monetary": np.where(has, total / np.maximum(n_orders, 1), 0.0),
+        "total_spend": total,
+        "expected_gap_days": expected_gap,
+        "overdue_ratio": overdue,
+        "frequency_trend": trend,
+        "p_alive": p_alive,
+        "expected_purchases_90d": exp_purchases,
+        "expected_order_value": eov,
+        "clv": clv,
+        "value_tier": value_tier,
+        "lapse_stage": lapse_stage,
+        "complaint_open": complaint_open,
+        "complaints_recent": complaints_recent,
+        "discount_share": discount_share,
+        "top_category": top_category,
+        "category_drop": category_drop,
+        "manager_departed": manager_departed,
+        "likely_reason": likely_reason,
+    })
+    for col in ("value_tier", "lapse_stage", "likely_reason"):
+        out[col] = out[col].astype("str")
+    return out
+
+
+def fit_customer_models(orders: pd.DataFrame, *, as_of: pd.Timestamp,
+                        params: SegmentParams | None = None) -> CustomerModels:
+    """Fit BG/NBD (days) and Gamma-Gamma on the orders up to `as_of`, as `segment_customers` does."""
+    params = params or SegmentParams()
+    as_of = _utc(as_of)
+    agg, _ = _aggregate_orders(orders, as_of, params, categories=False)
+    if agg.empty:
+        raise DataError("no orders up to as_of to fit the models on")
+    as_of_day = np.datetime64(as_of.tz_convert(params.timezone).date(), "D")
+    n_tx = agg["n_transactions"].to_numpy(dtype="int64")
+    first_day = agg["first_day"].to_numpy(dtype="datetime64[D]")
+    last_day = agg["last_day"].to_numpy(dtype="datetime64[D]")
+    return _fit_models(
+        n_tx - 1, (last_day - first_day).astype("int64").astype(float),
+        (as_of_day - first_day).astype("int64").astype(float), n_tx,
+        agg["total_spend"].to_numpy(dtype=float) / n_tx, params,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _utc(ts) -> pd.Timestamp:
+    ts = pd.Timestamp(ts)
+    if ts.tzinfo is None:
+        raise ConfigError("as_of must be timezone-aware (UTC)", field="as_of")
+    return ts.tz_convert("UTC")
+
+
+_ORDER_SQL = """
+WITH o AS (
+    SELECT customer_id, ordered_at, amount, discount, day
+    FROM orders_in WHERE ordered_at <= $as_of
+),
+d AS (
+    SELECT customer_id, day, sum(amount) AS amt, count(*) AS n,
+           count(*) FILTER (WHERE discount > 0) AS n_disc,
+           min(ordered_at) AS first_at, max(ordered_at) AS last_at
+    FROM o GROUP BY customer_id, day
+)
+SELECT customer_id,
+       sum(n)::BIGINT AS n_orders,
+       count(*)::BIGINT AS n_transactions,
+       sum(amt)::DOUBLE AS total_spend,
+       sum(n_disc)::BIGINT AS n_discounted,
+       min(first_at) AS first_order_at,
+       max(last_at) AS last_order_at,
+       min(day) AS first_day,
+       max(day) AS last_day,
+       count(*) FILTER (WHERE day > $recent_start)::BIGINT AS tx_recent,
+       count(*) FILTER (WHERE day > $earlier_start AND day <= $recent_start)::BIGINT AS tx_earlier
+FROM d GROUP BY customer_id
+"""
+
+_CATEGORY_SQL = """
+WITH c AS (
+    SELECT customer_id, category,
+           count(*) AS n_all,
+           count(*) FILTER (WHERE day <= $cat_start) AS n_before,
+           count(*) FILTER (WHERE day > $cat_start) AS n_recent
+    FROM orders_in WHERE ordered_at <= $as_of AND category IS NOT NULL AND category <> ''
+
+    GROUP BY customer_id, category
+),
+ranked AS (
+    SELECT *,
+           row_number() OVER (PARTITION BY customer_id ORDER BY n_all DESC, category) AS rank_all,
+           row_number() OVER (PARTITION BY customer_id ORDER BY n_before DESC, category) AS rank_before
+    FROM c
+)
+SELECT customer_id,
+       max(category) FILTER (WHERE rank_all = 1) AS top_category,
+       max(category) FILTER (WHERE rank_before = 1 AND n_before > 0) AS top_before,
+       coalesce(max(n_before) FILTER (WHERE rank_before = 1), 0)::BIGINT AS top_before_orders,
+       coalesce(max(n_recent) FILTER (WHERE rank_before = 1 AND n_before > 0), 0)::BIGINT AS top_before_recent,
+       sum(n_recent)::BIGINT AS recent_orders
+FROM ranked GROUP BY customer_id
+"""
+
+
+def _aggregate_orders(orders: pd.DataFrame, as_of: pd.Timestamp, params: SegmentParams, *,
+                      categories: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-customer order aggregates (and category signals) in DuckDB over the in-memory frame."""
+    for col in ("customer_id", "ordered_at", "amount"):
+        if col not in orders.columns:
+            raise DataError(f"orders have no {col} column", column=col)
+    cols = {
+        "customer_id": orders["customer_id"].astype("str"),
+        "ordered_at": pd.to_datetime(orders["ordered_at"], utc=True),
+        "amount": pd.to_numeric(orders["amount"], errors="coerce").astype(float),
+        "discount": (pd.to_numeric(orders["discount"], errors="coerce").fillna(0.0).astype(float)
+                     if "discount" in orders.columns else 0.0),
+        "category": (orders["category"].astype("str").where(orders["category"].notna(), None)
+                     if "category" in orders.columns else None),
+    }
+    orders_in = pd.DataFrame(cols, index=orders.index)
+    if orders_in["amount"].isna().any() or orders_in["ordered_at"].isna().any():
+        raise DataError("orders contain a missing or non-numeric amount or ordered_at; validate with load_inputs")
+    # Calendar day in the business time zone, computed by pandas (vectorized over the zone's
+    # transitions; DuckDB's per-row ICU conversion is several times slower).
+    orders_in["day"] = (orders_in["ordered_at"].dt.tz_convert(params.timezone).dt.tz_localize(None)
+                        .to_numpy().astype("datetime64[D]"))
+    as_of_day = as_of.tz_convert(params.timezone).date()
+    recent_start = as_of_day - pd.Timedelta(days=params.trend_window_days)
+    earlier_start = recent_start - pd.Timedelta(days=params.trend_window_days)
+    cat_start = as_of_day - pd.Timedelta(days=params.category_window_days)
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("orders_in", orders_in)
+        agg = con.execute(_ORDER_SQL, {
+            "as_of": as_of.to_pydatetime(),
+            "recent_start": recent_start, "earlier_start": earlier_start,
+        }).df()
+        if categories:
+            cats = con.execute(_CATEGORY_SQL, {
+                "as_of": as_of.to_pydatetime(), "cat_start": cat_start,
+            }).df()
+        else:
+            cats = pd.DataFrame()
+    except duckdb.Error as exc:
+        raise DataError(f"cannot aggregate orders: {exc}") from None
+    finally:
+        con.close()
+    agg["customer_id"] = agg["customer_id"].astype("str")
+    if categories:
+        cats["customer_id"] = cats["customer_id"].astype("str")
+    return agg, cats
+
+
+def _align(agg: pd.DataFrame, ids: pd.Series) -> pd.DataFrame:
+    """Rows of `agg` (keyed by customer_id) placed in the order of `ids`; all-NA rows where absent."""
+    positions = pd.Index(agg["customer_id"]).get_indexer(ids) if len(agg) else np.full(len(ids), -1)
+    return agg.reset_index(drop=True).reindex(positions).reset_index(drop=True)
+
+
+def _fit_models(x, t_x, T, n_tx, tx_mean, params: SegmentParams) -> CustomerModels:
+    if len(x) == 0:
+        # Nobody has bought: there is nothing to predict for, keep neutral literature-like values.
+        return CustomerModels(BgNbdParams(0.25, 30.0, 0.8, 2.4, unit="day"), None)
+    bg = fit_bgnbd(x, t_x, T, unit="day", ridge=params.fit_ridge,
+                   initial=(1.0, max(float(np.mean(T)), 1.0), 1.0, 1.0))
+    positive = tx_mean > 0
+    gg = None
+    if positive.any():
+        idx = np.flatnonzero(positive)
+        if len(idx) > params.gamma_gamma_max_fit_customers:
+            # Three parameters are pinned down by a large random sample; the full fit costs seconds.
+            rng = np.random.default_rng(params.fit_seed)
+            idx = np.sort(rng.choice(idx, size=params.gamma_gamma_max_fit_customers, replace=False))
+        mean = float(np.mean(tx_mean[idx]))
+        gg = fit_gamma_gamma(n_tx[idx], tx_mean[idx], ridge=params.fit_ridge, initial=(2.0, 3.0, mean))
+    return CustomerModels(bg, gg)
+
+
+def _bgnbd_predictions(bg: BgNbdParams, x, t_x, T, params: SegmentParams):
+    """P(alive), expected purchases in prediction_days, discounted expected purchases over the CLV horizon."""
+    scale = {"day": 1.0, "week": 7.0}.get(bg.unit, 1.0)
+    # Evaluate on distinct (x, t_x, T) only: a million customers share a few hundred thousand rows.
+    key = (x.astype(np.int64) * 100_000 + t_x.astype(np.int64)) * 100_000 + T.astype(np.int64)
+    _, first_idx, inverse = np.unique(key, return_index=True, return_inverse=True)
+    ux, ut, uT = x[first_idx] / 1.0, t_x[first_idx] / scale, T[first_idx] / scale
+    p_alive = bgnbd_p_alive(bg, ux, ut, uT)
+    exp_pred = bgnbd_conditional_expected_purchases(bg, params.prediction_days / scale, ux, ut, uT)
+    steps = np.arange(params.clv_step_days, params.clv_horizon_days + params.clv_step_days,
+                      params.clv_step_days, dtype=float)
+    steps[-1] = min(steps[-1], params.clv_horizon_days)
+    discounted = np.zeros(len(ux))
+    previous = np.zeros(len(ux))
+    for t in steps:
+        cumulative = bgnbd_conditional_expected_purchases(bg, t / scale, ux, ut, uT)
+        discounted += (cumulative - previous) * (1.0 + params.annual_discount_rate) ** (-t / 365.0)
+        previous = cumulative
+    inverse = inverse.ravel()
+    return p_alive[inverse], exp_pred[inverse], discounted[inverse]
+
+
+def _value_tiers(clv, total, has, params: SegmentParams) -> np.ndarray:
+    positive = has & (clv > 0) & (total > 0)
+    tiers = np.full(len(clv), "lead", dtype=object)
+    if not positive.any():
+        return tiers
+    if params.tier_method == "absolute":
+        floors = params.tier_clv_floors
+        tiers[positive & (clv >= floors[2])] = "iron"
+        tiers[positive & (clv >= floors[1])] = "gold"
+        tiers[positive & (clv >= floors[0])] = "platinum"
+        return tiers
+    # Share of positive-value customers with a CLV at least this high (ties share the better tier).
+    values = pd.Series(clv[positive])
+    top_share = values.rank(ascending=False, method="min").to_numpy() / len(values)
+    bounds = np.cumsum(params.tier_shares)
+    sub = np.full(len(values), "lead", dtype=object)
+    sub[top_share <= bounds[2]] = "iron"
+    sub[top_share <= bounds[1]] = "gold"
+    sub[top_share <= bounds[0]] = "platinum"
+    tiers[positive] = sub
+    return tiers
+
+
+def _frequency_trend(frame, has, first_day, as_of_day, rate, params: SegmentParams) -> np.ndarray:
+    window = params.trend_window_days
+    recent_start = as_of_day - np.timedelta64(window, "D")
+    earlier_start = recent_start - np.timedelta64(window, "D")
+    fd = np.where(has, first_day, as_of_day)
+    # The first purchase starts the repeat-purchase process: exclude it from the counts.
+    rec = frame["tx_recent"].fillna(0).to_numpy(dtype=float) - (fd > recent_start)
+    ear = frame["tx_earlier"].fillna(0).to_numpy(dtype=float) - ((fd > earlier_start) & (fd <= recent_start))
+    exp_recent = (as_of_day - np.maximum(fd, recent_start)).astype("int64").astype(float)
+    exp_earlier = np.clip((recent_start - np.maximum(fd, earlier_start)).astype("int64"), 0, None).astype(float)
+    k = params.trend_prior_strength
+    prior_days = k / rate
+    recent_rate = (k + rec) / (prior_days + exp_recent)
+    earlier_rate = (k + ear) / (prior_days + exp_earlier)
+    return np.where(has, recent_rate / earlier_rate, np.nan)
+
+
+def _lapse_stages(overdue, p_alive, has, params: SegmentParams) -> np.ndarray:
+    at_risk, lapsing, lapsed, lost = params.stage_thresholds
+    ratio = np.nan_to_num(overdue, nan=0.0)
+    stage = np.select(
+        [~has, (ratio >= lost) | ((ratio >= at_risk) & (np.nan_to_num(p_alive, nan=1.0) < params.lost_p_alive)),
+         ratio >= lapsed, ratio >= lapsing, ratio >= at_risk],
+        ["no_orders", "lost", "lapsed", "lapsing", "at_risk"],
+        default="active",
+    )
+    assert set(np.unique(stage)) <= set(LAPSE_STAGES)
+    return stage.astype(object)
+
+
+def _complaint_signals(ids: pd.Series, complaints: pd.DataFrame | None, as_of, params: SegmentParams):
+    n = len(ids)
+    if complaints is None or len(complaints) == 0:
+        return np.zeros(n, dtype=bool), np.zeros(n, dtype="int64")
+    for col in ("customer_id", "created_at"):
+        if col not in complaints.columns:
+            raise DataError(f"complaints have no {col} column", column=col)
+    created = pd.to_datetime(complaints["created_at"], utc=True)
+    start = as_of - pd.Timedelta(days=params.complaint_window_days)
+    in_window = ((created > start) & (created <= as_of)).to_numpy()
+    resolved = (complaints["resolved"].fillna(False).astype(bool).to_numpy()
+                if "resolved" in complaints.columns else np.zeros(len(complaints), dtype=bool))
+    c = pd.DataFrame({
+        "customer_id": complaints["customer_id"].astype("str").to_numpy()[in_window],
+        "open": ~resolved[in_window],
+    })
+    g = c.groupby("customer_id").agg(recent=("open", "size"), open=("open", "any"))
+    joined = g.reindex(ids.to_numpy())
+    return (joined["open"].fillna(False).astype(bool).to_numpy(),
+            joined["recent"].fillna(0).astype("int64").to_numpy())
+
+
+def _category_drop(cat: pd.DataFrame, frame: pd.DataFrame, has, first_day, as_of_day,
+                   params: SegmentParams) -> np.ndarray:
+    if "top_before" not in cat.columns:
+        return np.zeros(len(frame), dtype=bool)
+    window = params.category_window_days
+    cat_start = as_of_day - np.timedelta64(window, "D")
+    fd = np.where(has, first_day, as_of_day)
+    before_days = np.clip((cat_start - fd).astype("int64"), 0, None).astype(float)
+    top_orders = cat["top_before_orders"].fillna(0).to_numpy(dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        expected = np.where(before_days > 0, top_orders / np.maximum(before_days, 1.0) * window, 0.0)
+    return (
+        has
+        & cat["top_before"].notna().to_numpy()
+        & (top_orders >= params.category_min_orders)
+        & (expected >= params.category_expected_min)
+        & (cat["top_before_recent"].fillna(0).to_numpy() == 0)
+        & (cat["recent_orders"].fillna(0).to_numpy() > 0)
+    )
+
+
+def _manager_departed(customers: pd.DataFrame, departed_managers) -> np.ndarray:
+    names = {str(m).strip().casefold() for m in (departed_managers or ()) if str(m).strip()}
+    if not names or "account_manager" not in customers.columns:
+        return np.zeros(len(customers), dtype=bool)
+    managers = customers["account_manager"].astype("str").str.strip().str.casefold()
+    return (managers.isin(names) & customers["account_manager"].notna()).to_numpy(dtype=bool)
+
+
+def _likely_reasons(stage, complaint_open, manager_departed, price, category_drop) -> np.ndarray:
+    slipping = np.isin(stage, SLIPPING_STAGES)
+    # Priority: a service failure is fixed first, then the relationship (manager), then price,
+    # then a competitor taking a category; with no signal, the customer simply forgot us.
+    reason = np.select(
+        [~slipping, complaint_open, manager_departed, price, category_drop],
+        ["none", "service", "manager_left", "price", "competitor"],
+        default="forgotten",
+    )
+    assert set(np.unique(reason)) <= set(REASONS)
+    return reason.astype(object)
