@@ -49,7 +49,7 @@ def validate_campaign_data(data: dict[str, Any], *, source: str = "<campaign>") 
     try:
         return Campaign.model_validate(data)
     except ValidationError as exc:
-        problems = [_describe(err) for err in exc.errors()]
+        problems = list(dict.fromkeys(_describe(err) for err in exc.errors()))
         field, message = problems[0]
         more = len(problems) - 1
         hint = None
@@ -60,13 +60,17 @@ def validate_campaign_data(data: dict[str, Any], *, source: str = "<campaign>") 
         raise ConfigError(message, path=source, field=field or None, hint=hint) from None
 
 
+# Labels pydantic puts into an error location for the branches of a union (`str | dict[str, str]`).
+_TYPE_LABELS = {"str", "int", "float", "bool", "list", "dict", "none", "time", "literal"}
+
+
 def format_loc(loc: tuple[Any, ...]) -> str:
     """('offers', 2, 'percent') → 'offers[2].percent' (pydantic internals like function-after dropped)."""
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif isinstance(part, str) and ("[" in part or part.startswith("function-")):
+        elif isinstance(part, str) and ("[" in part or part.startswith("function-") or part in _TYPE_LABELS):
             continue  # pydantic's validator/union labels, not a user-visible key
         else:
             out += f".{part}" if out else str(part)

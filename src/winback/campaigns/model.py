@@ -91,6 +91,7 @@ class Sources(Strict):
     complaints: str | None = None
     encoding: str = "utf-8-sig"
     departed_managers: list[str] = Field(default_factory=list)
+    departed_managers_file: str | None = None  # one name per line, e.g. a demo world's departed_managers.txt
 
     @field_validator("encoding")
     @classmethod
@@ -467,6 +468,11 @@ class Campaign(Strict):
             if offer.id == offer_id:
                 return offer
         raise KeyError(offer_id)
+
+    @property
+    def budget_amount(self) -> float | None:
+        """The budget in the brand's currency (None = no cap)."""
+        return self.budget
 
     @property
     def base_dir(self) -> Path | None:

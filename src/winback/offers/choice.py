@@ -26,7 +26,7 @@ from winback.offers.learning import Learner
 from winback.policy.holdout import holdout_hash
 
 if TYPE_CHECKING:
-    from winback.campaigns.model import Campaign
+    from winback.campaigns.model import Campaign, Offer
 
 CHOICE_COLUMNS = ["offer", "offer_kind", "p_base", "p_return", "expected_cost", "expected_net_value",
                   "offer_reason", "choice_reason"]
@@ -46,6 +46,34 @@ def _learned_uplift(frame: pd.DataFrame, campaign: Campaign, kind: str, learner:
     return out
 
 
+def offer_figures(frame: pd.DataFrame, campaign: Campaign, offer: Offer, *, channel: pd.Series,
+                  uplift: pd.Series | None = None, eov: pd.Series | None = None,
+                  p_base: pd.Series | None = None) -> pd.DataFrame:
+    """p_base, p_return, expected_cost and expected_net_value of giving `offer` to every row (no eligibility).
+
+    `uplift` (aligned, NaN = use the prior) carries learned draws; `channel` prices the contact and adds
+    the account manager's call uplift on `call_task` rows.
+    """
+    eov = expected_order_value(frame) if eov is None else eov
+    p_base = baseline_return(frame, campaign) if p_base is None else p_base
+    channel = channel.astype("string").reindex(frame.index)
+    is_call = (channel == "call_task").fillna(False).to_numpy(dtype=bool)
+    call_up = frame["likely_reason"].astype("string").map(campaign.priors.call_uplift)
+    call_up = call_up.astype("float64").fillna(0.0).to_numpy()
+    contact = channel.map(campaign.economics.contact_costs).astype("float64").fillna(0.0).to_numpy()
+    up = prior_uplift(frame, offer, campaign)
+    if uplift is not None:
+        up = uplift.fillna(up)
+    base = p_base.to_numpy(dtype="float64")
+    p = np.clip(base + up.to_numpy() + np.where(is_call, call_up, 0.0), 0.0, 1.0)
+    spend = np.asarray(spend_with_offer(offer, eov), dtype="float64")
+    c = p * offer.redemption_rate * cost_if_redeemed(offer, pd.Series(spend, index=frame.index)).to_numpy()
+    c = c + contact
+    value = campaign.economics.gross_margin * (p * spend - base * eov.to_numpy(dtype="float64"))
+    return pd.DataFrame({"p_base": base, "p_return": p, "expected_cost": c, "expected_net_value": value - c},
+                        index=frame.index)
+
+
 def choose_offers(frame: pd.DataFrame, campaign: Campaign, *, as_of: pd.Timestamp, seed: int | None = None,
                   learner: Learner | None = None, channel: pd.Series | None = None) -> pd.DataFrame:
     """Choose each customer's offer by expected net value under eligibility and per-offer caps.
@@ -63,13 +91,9 @@ def choose_offers(frame: pd.DataFrame, campaign: Campaign, *, as_of: pd.Timestam
         channel = pd.Series(campaign.channels[0], index=index, dtype="string")
     channel = channel.astype("string").reindex(index)
     rng = np.random.default_rng(campaign.seed if seed is None else seed)
-    margin = campaign.economics.gross_margin
     eov = expected_order_value(frame)
     p_base = baseline_return(frame, campaign)
-    reason = frame["likely_reason"].astype("string")
     is_call = (channel == "call_task").fillna(False).to_numpy(dtype=bool)
-    call_up = reason.map(campaign.priors.call_uplift).astype("float64").fillna(0.0).to_numpy()
-    contact = channel.map(campaign.economics.contact_costs).astype("float64").fillna(0.0).to_numpy()
     buckets = None
     if learner is not None:
         u = holdout_hash(f"{campaign.id}:learning", frame["customer_id"]).to_numpy()
@@ -83,18 +107,14 @@ def choose_offers(frame: pd.DataFrame, campaign: Campaign, *, as_of: pd.Timestam
         ok = offer_eligible(frame, offer, as_of=as_of).to_numpy(dtype=bool)
         if is_call.any() and not campaign.human_followup.with_offer:
             ok &= ~is_call | (offer.kind == "reminder")
-        up = prior_uplift(frame, offer, campaign)
+        up = None
         if learner is not None:
-            learned = _learned_uplift(frame, campaign, offer.kind, learner, rng, buckets)
-            up = learned.fillna(up)
-        p = np.clip(p_base.to_numpy() + up.to_numpy() + np.where(is_call, call_up, 0.0), 0.0, 1.0)
-        spend = spend_with_offer(offer, eov)
-        c = p * offer.redemption_rate * cost_if_redeemed(offer, spend).to_numpy() + contact
-        value = margin * (p * np.asarray(spend, dtype="float64") - p_base.to_numpy() * eov.to_numpy())
+            up = _learned_uplift(frame, campaign, offer.kind, learner, rng, buckets)
+        fig = offer_figures(frame, campaign, offer, channel=channel, uplift=up, eov=eov, p_base=p_base)
         eligible[:, j] = ok
-        p_ret[:, j] = p
-        cost[:, j] = c
-        env[:, j] = np.where(ok, value - c, -np.inf)
+        p_ret[:, j] = fig["p_return"].to_numpy()
+        cost[:, j] = fig["expected_cost"].to_numpy()
+        env[:, j] = np.where(ok, fig["expected_net_value"].to_numpy(), -np.inf)
 
     had_positive = (env > 0).any(axis=1)
     candidate = np.where(env > 0, env, -np.inf)

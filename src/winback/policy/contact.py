@@ -178,6 +178,7 @@ def apply_contact_policy(audience: pd.DataFrame, campaign: Campaign, *, as_of: p
     """
     as_of = pd.Timestamp(as_of).tz_convert("UTC")
     order = list(channels or campaign.channels)
+    # Human follow-up routing applies to step 1 (the preference order); cadence steps pass `channels`.
     routed = route_to_call(audience, campaign) if channels is None else pd.Series(False, index=audience.index)
     fallback = campaign.human_followup.no_manager == "message"
     candidates: list[tuple[str, pd.Series]] = []

@@ -1,0 +1,573 @@
+"""The plan: who is contacted, on which channel, when, with which offer, template and coupon — and
+why everyone else is not. Pure: frames, a campaign, an as-of time and the campaign's seed in, a
+decision table out (docs/CONTRACTS.md "Campaigns and the plan")."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from winback.campaigns.model import CadenceStep, Campaign
+from winback.campaigns.talking_points import call_history_line, talking_point
+from winback.errors import DataError
+from winback.offers.catalog import offer_eligible
+from winback.offers.choice import apply_budget, choose_offers, offer_figures
+from winback.offers.coupons import generate_coupon_codes
+from winback.offers.learning import Learner
+from winback.policy.contact import apply_contact_policy, ordered_since
+from winback.policy.holdout import assign_holdout
+from winback.policy.quiet_hours import local_iso, next_allowed_send_time, valid_timezones
+
+PLAN_COLUMNS = [
+    "campaign_id", "customer_id", "step", "arm", "reason", "channel", "to_address", "send_at_utc",
+    "send_at_local", "timezone", "locale", "offer", "offer_kind", "expected_cost", "expected_net_value",
+    "p_return", "template", "coupon_code", "value_tier", "lapse_stage", "likely_reason", "account_manager",
+    "context", "as_of",
+]
+# Beyond the contract: the audit trail behind the decision and the call-list fields.
+EXTRA_COLUMNS = ["p_base", "policy_detail", "call_history", "talking_point"]
+
+SEGMENT_REQUIRED = ("customer_id", "value_tier", "lapse_stage", "likely_reason")
+KNOWN_CUSTOMER_COLUMNS = {
+    "customer_id", "email", "phone", "locale", "timezone", "email_opt_in", "sms_opt_in", "first_name",
+    "last_name", "birthday", "account_manager", "webhook_id",
+}
+PRIVATE_CUSTOMER_COLUMNS = {"email", "phone", "email_opt_in", "sms_opt_in", "webhook_id"}
+
+
+def _require(frame: pd.DataFrame, columns: tuple[str, ...], what: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(f"missing column(s) {', '.join(missing)}", file=what,
+                        hint="see docs/CONTRACTS.md for the expected columns")
+
+
+def _utc(ts: Any) -> pd.Timestamp:
+    ts = pd.Timestamp(ts)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def _join(customers: pd.DataFrame, segments: pd.DataFrame) -> pd.DataFrame:
+    """Customers (contact data) with their segment row; duplicates and orphans are data errors."""
+    _require(customers, ("customer_id",), "customers")
+    _require(segments, SEGMENT_REQUIRED, "segments")
+    cust = customers.assign(customer_id=customers["customer_id"].astype("string"))
+    seg = segments.assign(customer_id=segments["customer_id"].astype("string"))
+    for name, frame in (("customers", cust), ("segments", seg)):
+        dup = frame["customer_id"].duplicated()
+        if dup.any():
+            first = frame.loc[dup, "customer_id"].iloc[0]
+            raise DataError(f"customer_id {first!r} appears more than once ({int(dup.sum())} duplicates)",
+                            file=name, column="customer_id")
+    seg = seg[["customer_id", *[c for c in seg.columns if c not in cust.columns]]]
+    return cust.merge(seg, on="customer_id", how="inner", validate="one_to_one")
+
+
+def select_audience(frame: pd.DataFrame, campaign: Campaign) -> pd.Series:
+    """True for customers in the campaign's audience (stages, tiers, reasons, P(alive), days since order)."""
+    aud = campaign.audience
+    mask = frame["lapse_stage"].isin(aud.lapse_stages).fillna(False).astype(bool)
+    mask &= frame["value_tier"].isin(aud.value_tiers).fillna(False).astype(bool)
+    if aud.reasons is not None:
+        mask &= frame["likely_reason"].isin(aud.reasons).fillna(False).astype(bool)
+    if "p_alive" in frame.columns and (aud.p_alive_min > 0 or aud.p_alive_max < 1):
+        p = pd.to_numeric(frame["p_alive"], errors="coerce")
+        mask &= (p.between(aud.p_alive_min, aud.p_alive_max) | p.isna()).astype(bool)
+    if "recency_days" in frame.columns:
+        days = pd.to_numeric(frame["recency_days"], errors="coerce")
+        # Customers without orders have no recency; the day limits only apply to those who have one.
+        if aud.min_days_since_last_order is not None:
+            mask &= (days.isna() | (days >= aud.min_days_since_last_order)).astype(bool)
+        if aud.max_days_since_last_order is not None:
+            mask &= (days.isna() | (days <= aud.max_days_since_last_order)).astype(bool)
+    return mask
+
+
+def _locales(frame: pd.DataFrame, campaign: Campaign) -> pd.Series:
+    loc = frame["locale"].astype("string").str.strip() if "locale" in frame.columns else None
+    if loc is None:
+        return pd.Series(campaign.policy.default_locale, index=frame.index, dtype="string")
+    loc = loc.str.replace("_", "-", regex=False)
+    return loc.mask(loc.isna() | (loc == ""), campaign.policy.default_locale).astype("string")
+
+
+def _windows(channel: pd.Series, campaign: Campaign) -> pd.Series:
+    windows = {ch: (w.start, w.end) for ch in ("email", "sms", "webhook", "call_task")
+               for w in [campaign.policy.window(ch)]}
+    default = campaign.policy.window("default")
+    return channel.astype("string").map(lambda c: windows.get(c, (default.start, default.end))
+                                         if isinstance(c, str) else (default.start, default.end))
+
+
+def schedule(due_utc: pd.Series, channel: pd.Series, timezones: pd.Series,
+             campaign: Campaign) -> tuple[pd.Series, pd.Series]:
+    """(send_at_utc, send_at_local) in each customer's quiet-hours window for their channel; NaT where no due."""
+    send = pd.Series(pd.NaT, index=due_utc.index, dtype="datetime64[ns, UTC]")
+    has = due_utc.notna() & channel.notna()
+    if has.any():
+        send.loc[has] = next_allowed_send_time(due_utc[has], timezones[has], _windows(channel[has], campaign))
+    return send, local_iso(send, timezones)
+
+
+def _title(offer_title: str | dict[str, str] | None, locale: str, fallback: dict[str, str]) -> str | None:
+    if offer_title is None or isinstance(offer_title, str):
+        return offer_title
+    if locale in offer_title:
+        return offer_title[locale]
+    lang = locale.split("-")[0]
+    for key, value in offer_title.items():
+        if key.split("-")[0] == lang:
+            return value
+    for pattern, target in fallback.items():
+        if (pattern == "*" or (pattern.endswith("-*") and lang == pattern[:-2]) or pattern == locale) \
+                and target in offer_title:
+            return offer_title[target]
+    return next(iter(offer_title.values()), None)
+
+
+def _py(value: Any) -> Any:
+    """A JSON-safe Python value: NA → None, numpy scalars → Python, timestamps → ISO."""
+    if value is None:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    if isinstance(value, np.generic):
+        return _py(value.item())
+    return value
+
+
+def _column(frame: pd.DataFrame, name: str) -> list[Any]:
+    if name not in frame.columns:
+        return [None] * len(frame)
+    return [_py(v) for v in frame[name].tolist()]
+
+
+def _iso_dates(values: pd.Series) -> list[str | None]:
+    dt = pd.to_datetime(values, errors="coerce")
+    if getattr(dt.dt, "tz", None) is not None:
+        dt = dt.dt.tz_convert("UTC")
+    text = dt.dt.strftime("%Y-%m-%d")
+    return [None if pd.isna(t) else str(t) for t in text]
+
+
+def build_contexts(frame: pd.DataFrame, campaign: Campaign, *, as_of: pd.Timestamp, step: int,
+                   extras: list[str]) -> pd.Series:
+    """The render context JSON per row (docs/CONTRACTS.md "Render context"); NA where the row is excluded."""
+    out = pd.Series(pd.NA, index=frame.index, dtype="string")
+    rows = frame[frame["arm"] != "excluded"]
+    if rows.empty:
+        return out
+    offers = {o.id: o for o in campaign.offers}
+    brand = {"name": campaign.brand.name, "url": campaign.brand.url, "currency": campaign.brand.currency,
+             "support_phone": campaign.brand.support_phone}
+    last = pd.to_datetime(rows["last_order_at"], utc=True) if "last_order_at" in rows else \
+        pd.Series(pd.NaT, index=rows.index, dtype="datetime64[ns, UTC]")
+    days_since = ((as_of - last).dt.total_seconds() // 86400)
+    history_cols = {
+        "last_order_at": [None if pd.isna(t) else t.isoformat() for t in last],
+        "days_since_last_order": [None if pd.isna(d) else int(d) for d in days_since],
+        "total_spend": _column(rows, "total_spend"),
+        "orders": _column(rows, "n_orders"),
+        "top_category": _column(rows, "top_category"),
+    }
+    send_day = pd.to_datetime(rows["send_at_local"].str.slice(0, 10), errors="coerce")
+    customer_cols = {
+        "customer_id": _column(rows, "customer_id"), "first_name": _column(rows, "first_name"),
+        "last_name": _column(rows, "last_name"), "locale": _column(rows, "locale"),
+        "timezone": _column(rows, "timezone"),
+        "birthday": _iso_dates(rows["birthday"]) if "birthday" in rows else [None] * len(rows),
+        "account_manager": _column(rows, "account_manager"),
+    }
+    extra_cols = {name: _column(rows, name) for name in extras}
+    offer_ids = _column(rows, "offer")
+    codes = _column(rows, "coupon_code")
+    texts: list[str] = []
+    for i in range(len(rows)):
+        customer = {k: v[i] for k, v in customer_cols.items()}
+        customer.update({k: v[i] for k, v in extra_cols.items()})
+        offer = offers.get(offer_ids[i]) if offer_ids[i] else None
+        offer_ctx = None
+        survey = None
+        if offer is not None:
+            day = send_day.iloc[i]
+            expires = None if pd.isna(day) else (day + pd.Timedelta(days=offer.valid_days)).strftime("%Y-%m-%d")
+            offer_ctx = {
+                "id": offer.id, "kind": offer.kind,
+                "title": _title(offer.title, customer["locale"] or campaign.policy.default_locale,
+                                campaign.locale_fallback),
+                "percent": offer.percent, "amount": offer.amount, "min_spend": offer.min_spend,
+                "points": offer.points, "expires_at": expires, "currency": campaign.brand.currency,
+            }
+            survey = offer.survey_url
+        ctx = {
+            "customer": customer, "offer": offer_ctx, "coupon_code": codes[i],
+            "history": {k: v[i] for k, v in history_cols.items()}, "brand": brand,
+            "survey_url": survey, "step": int(step),
+        }
+        texts.append(json.dumps(ctx, ensure_ascii=False, separators=(",", ":"), default=str))
+    out.loc[rows.index] = texts
+    return out
+
+
+def _assign_codes(plan: pd.DataFrame, campaign: Campaign, existing: set[str]) -> pd.Series:
+    codes = plan["coupon_code"].astype("string") if "coupon_code" in plan else \
+        pd.Series(pd.NA, index=plan.index, dtype="string")
+    coupon_offers = {o.id for o in campaign.offers if o.coupon}
+    need = (plan["arm"] == "treatment") & plan["offer"].isin(coupon_offers).fillna(False) & codes.isna()
+    if need.any():
+        c = campaign.coupons
+        new = generate_coupon_codes(int(need.sum()), length=c.length, prefix=c.prefix, group=c.group,
+                                    existing=existing)
+        codes.loc[need] = new
+    return codes
+
+
+def _finish(frame: pd.DataFrame, campaign: Campaign, *, as_of: pd.Timestamp, step: int, extras: list[str],
+            existing_codes: set[str]) -> pd.DataFrame:
+    """Coupon codes, call-list fields, contexts and the contract's column order."""
+    frame["coupon_code"] = _assign_codes(frame, campaign, existing_codes)
+    calls = (frame["channel"] == "call_task").fillna(False) & (frame["arm"] != "excluded")
+    frame["call_history"] = pd.Series(pd.NA, index=frame.index, dtype="string")
+    frame["talking_point"] = pd.Series(pd.NA, index=frame.index, dtype="string")
+    if calls.any():
+        sub = frame[calls]
+        frame.loc[calls, "call_history"] = call_history_line(sub, campaign, as_of=as_of)
+        frame.loc[calls, "talking_point"] = talking_point(sub, campaign)
+    frame["context"] = build_contexts(frame, campaign, as_of=as_of, step=step, extras=extras)
+    if calls.any():
+        # The call list's one-line history and talking point travel in the context too.
+        for idx in frame.index[calls]:
+            ctx = json.loads(frame.at[idx, "context"])
+            ctx["call"] = {"history": frame.at[idx, "call_history"], "talking_point": frame.at[idx, "talking_point"]}
+            frame.at[idx, "context"] = json.dumps(ctx, ensure_ascii=False, separators=(",", ":"))
+    frame["campaign_id"] = campaign.id
+    frame["step"] = int(step)
+    frame["as_of"] = as_of
+    frame["as_of"] = frame["as_of"].astype("datetime64[ns, UTC]")
+    out = frame[PLAN_COLUMNS + EXTRA_COLUMNS].reset_index(drop=True)
+    for name in ("expected_cost", "expected_net_value", "p_return", "p_base"):
+        out[name] = out[name].astype("float64")
+    out["step"] = out["step"].astype("int64")
+    for name in ("campaign_id", "customer_id", "arm", "reason", "channel", "to_address", "send_at_local",
+                 "timezone", "locale", "offer", "offer_kind", "template", "coupon_code", "value_tier",
+                 "lapse_stage", "likely_reason", "account_manager", "context", *EXTRA_COLUMNS[1:]):
+        out[name] = out[name].astype("string")
+    out["send_at_utc"] = pd.to_datetime(out["send_at_utc"], utc=True).astype("datetime64[ns, UTC]")
+    return out
+
+
+def _holdout_within_budget(frame: pd.DataFrame, pool: pd.Series, campaign: Campaign) -> tuple[pd.Series, pd.Series]:
+    """(held_out, dropped_for_budget): arms on the eligible pool and the budget applied to the treatment
+    cost. Budget drops apply to both arms alike (same ENV threshold) so the arms stay comparable; arms are
+    re-drawn on the smaller pool until the treatment's expected cost fits."""
+    held = pd.Series(False, index=frame.index)
+    dropped = pd.Series(False, index=frame.index)
+    strata_col = campaign.holdout.stratify_by
+    pool = pool.copy()
+    for _ in range(50):
+        ids = frame.loc[pool, "customer_id"]
+        strata = frame.loc[pool, strata_col] if strata_col else None
+        held = assign_holdout(ids, campaign.id, campaign.holdout.share, strata).reindex(frame.index,
+                                                                                        fill_value=False)
+        if campaign.budget is None:
+            break
+        keep = apply_budget(ids, frame.loc[pool, "expected_cost"], frame.loc[pool, "expected_net_value"],
+                            campaign.budget, counts=~held[pool])
+        if keep.all():
+            break
+        drop_idx = keep.index[~keep]
+        dropped.loc[drop_idx] = True
+        pool.loc[drop_idx] = False
+    held &= pool
+    return held, dropped
+
+
+def build_plan(campaign: Campaign, customers: pd.DataFrame, segments: pd.DataFrame, *, as_of: Any,
+               suppressions: pd.DataFrame | None = None, contact_history: pd.DataFrame | None = None,
+               learner: Learner | None = None, existing_codes: Any = ()) -> pd.DataFrame:
+    """The step-1 decision table: one row per audience customer with arm, reason, channel, send time,
+    offer, expected value and cost, template, coupon code and render context. Pure (seed from the
+    campaign; coupon codes come from `secrets`, so they are the one column that differs between runs)."""
+    as_of = _utc(as_of)
+    joined = _join(customers, segments)
+    frame = joined[select_audience(joined, campaign)].sort_values("customer_id", kind="stable")
+    frame = frame.reset_index(drop=True)
+    extras = [c for c in customers.columns if c not in KNOWN_CUSTOMER_COLUMNS | PRIVATE_CUSTOMER_COLUMNS]
+
+    policy = apply_contact_policy(frame, campaign, as_of=as_of, suppressions=suppressions,
+                                  contact_history=contact_history)
+    frame = frame.join(policy)
+    choice = choose_offers(frame, campaign, as_of=as_of, learner=learner, channel=frame["channel"])
+    frame = frame.join(choice)
+
+    reason = frame["policy_reason"].fillna(frame["offer_reason"])
+    pool = reason.isna()
+    held, dropped = _holdout_within_budget(frame, pool, campaign)
+    reason = reason.mask(dropped, "budget")
+    treated = pool & ~dropped & ~held
+    frame["arm"] = np.where(treated, "treatment", np.where(held, "holdout", "excluded"))
+    chosen_reason = frame["choice_reason"].mask(frame["route_call"] & (frame["channel"] == "call_task"),
+                                                "human_followup")
+    frame["reason"] = reason.mask(held, "holdout").fillna(chosen_reason).astype("string")
+
+    step = campaign.cadence[0]
+    frame["timezone"] = valid_timezones(frame.get("timezone", pd.Series(pd.NA, index=frame.index)),
+                                        campaign.policy.default_timezone)
+    frame["locale"] = _locales(frame, campaign)
+    due = pd.Series(as_of + pd.Timedelta(days=step.day), index=frame.index).where(frame["arm"] != "excluded")
+    frame["send_at_utc"], frame["send_at_local"] = schedule(due, frame["channel"], frame["timezone"], campaign)
+    frame["template"] = _templates(frame, campaign, step)
+    frame["account_manager"] = frame.get("account_manager", pd.Series(pd.NA, index=frame.index))
+    frame["coupon_code"] = pd.Series(pd.NA, index=frame.index, dtype="string")
+    return _finish(frame, campaign, as_of=as_of, step=1, extras=extras,
+                   existing_codes={c for c in existing_codes if isinstance(c, str)})
+
+
+def _templates(frame: pd.DataFrame, campaign: Campaign, step: CadenceStep) -> pd.Series:
+    by_offer = {o.id: o.template for o in campaign.offers}
+    template = frame["offer"].astype("string").map(by_offer).astype("string")
+    if step.template:
+        template = template.mask(frame["offer"].notna(), step.template)
+    return template.where(frame["arm"] != "excluded")
+
+
+def plan_followup(campaign: Campaign, step: int, prior: pd.DataFrame, customers: pd.DataFrame,
+                  orders: pd.DataFrame | None, *, now: Any, suppressions: pd.DataFrame | None = None,
+                  contact_history: pd.DataFrame | None = None, segments: pd.DataFrame | None = None,
+                  existing_codes: Any = ()) -> pd.DataFrame:
+    """Rows for cadence step `step` (≥ 2) whose time has come (due ≤ now): treatment customers of step
+    `step`−1 who have not ordered since that send (exit on return) and are still eligible, and the
+    held-out rows of the same customers-to-be in the holdout. Customers not yet due are left for a later
+    call; call-task customers have no message cadence. `prior` is the plan or ledger rows of earlier
+    steps (`sent_at` is used over `send_at_utc` when present)."""
+    now = _utc(now)
+    if step < 2 or step > len(campaign.cadence):
+        raise DataError(f"campaign {campaign.id!r} has no cadence step {step} "
+                        f"(steps 1–{len(campaign.cadence)}; step 1 is build_plan)")
+    spec = campaign.cadence[step - 1]
+    prev_spec = campaign.cadence[step - 2]
+    _require(prior, ("customer_id", "step", "arm"), "prior plan")
+    prev = prior[(prior["step"].astype("int64") == step - 1) & prior["arm"].isin(["treatment", "holdout"])]
+    prev = prev[(prev["channel"] != "call_task").fillna(True)]
+    if "campaign_id" in prev.columns:
+        prev = prev[prev["campaign_id"].astype("string") == campaign.id]
+    already = prior.loc[prior["step"].astype("int64") == step, "customer_id"].astype("string")
+    prev = prev[~prev["customer_id"].astype("string").isin(already)]
+    existing = {c for c in existing_codes if isinstance(c, str)}
+    existing |= {c for c in prior.get("coupon_code", pd.Series(dtype="string")).dropna().astype(str)}
+    empty = pd.DataFrame({c: pd.Series(dtype="object") for c in PLAN_COLUMNS + EXTRA_COLUMNS})
+    if prev.empty:
+        return empty
+    prev = prev.copy()
+    prev["customer_id"] = prev["customer_id"].astype("string")
+    sent = pd.to_datetime(prev["send_at_utc"], utc=True)
+    if "sent_at" in prev.columns:
+        sent = pd.to_datetime(prev["sent_at"], utc=True).fillna(sent)
+    prev["_prev_send"] = sent
+    prev["_due"] = sent + pd.Timedelta(days=spec.day - prev_spec.day)
+    prev = prev[prev["_due"].notna() & (prev["_due"] <= now)]
+    if prev.empty:
+        return empty
+
+    cust = customers.assign(customer_id=customers["customer_id"].astype("string"))
+    keep_prev = ["customer_id", "arm", "offer", "channel", "coupon_code", "value_tier", "lapse_stage",
+                 "likely_reason", "_prev_send", "_due"] + (["state"] if "state" in prev.columns else [])
+    frame = prev[[c for c in keep_prev if c in prev.columns]].rename(
+        columns={"arm": "_prev_arm", "offer": "_prev_offer", "channel": "_prev_channel",
+                 "coupon_code": "_prev_code", "state": "_prev_state"})
+    if segments is not None:
+        seg = segments.assign(customer_id=segments["customer_id"].astype("string"))
+        seg = seg[["customer_id", *[c for c in seg.columns if c not in frame.columns and c not in cust.columns]]]
+        frame = frame.merge(seg, on="customer_id", how="left")
+    frame = frame.merge(cust[["customer_id", *[c for c in cust.columns if c not in frame.columns]]],
+                        on="customer_id", how="left").sort_values("customer_id").reset_index(drop=True)
+    # Up-to-date last order: the minimum-gap rule and exit on return look at orders after the plan.
+    if orders is not None and not orders.empty:
+        last = (orders.assign(_t=pd.to_datetime(orders["ordered_at"], utc=True))
+                .groupby(orders["customer_id"].astype("string"))["_t"].max())
+        fresh = frame["customer_id"].map(last)
+        old = pd.to_datetime(frame["last_order_at"], utc=True) if "last_order_at" in frame else fresh
+        frame["last_order_at"] = pd.concat([old, fresh], axis=1).max(axis=1)
+    extras = [c for c in customers.columns if c not in KNOWN_CUSTOMER_COLUMNS | PRIVATE_CUSTOMER_COLUMNS]
+
+    # A step's own channel is strict (an SMS step sends SMS or nothing); else the preference order.
+    channels = [spec.channel] if spec.channel else list(campaign.channels)
+    policy = apply_contact_policy(frame, campaign, as_of=now, suppressions=suppressions,
+                                  contact_history=contact_history, channels=channels)
+    frame = frame.join(policy)
+
+    returned = ordered_since(frame["customer_id"], frame["_prev_send"], orders) if spec.if_not_returned \
+        else pd.Series(False, index=frame.index)
+    reason = pd.Series(pd.NA, index=frame.index, dtype="string")
+    if "_prev_state" in frame.columns:
+        not_sent = (frame["_prev_arm"] == "treatment") & ~frame["_prev_state"].isin(["sent"]).fillna(False)
+        reason = reason.mask(not_sent, "previous_step_not_sent")
+    reason = reason.fillna(pd.Series(np.where(returned, "returned", None), index=frame.index, dtype="string"))
+    reason = reason.fillna(frame["policy_reason"])
+
+    # The offer: the step's override when the customer is eligible for it, else the previous one.
+    frame["offer"] = frame["_prev_offer"].astype("string")
+    if spec.offer:
+        ok = offer_eligible(frame, campaign.offer(spec.offer), as_of=now)
+        frame["offer"] = frame["offer"].mask(ok, spec.offer)
+    kinds = {o.id: o.kind for o in campaign.offers}
+    frame["offer_kind"] = frame["offer"].map(kinds).astype("string")
+    figures = _offer_figures(frame, campaign)
+    for name in figures.columns:
+        frame[name] = figures[name]
+    frame["coupon_code"] = frame["_prev_code"].where(frame["offer"] == frame["_prev_offer"]).astype("string")
+
+    held = frame["_prev_arm"] == "holdout"
+    frame["arm"] = np.where(reason.notna(), "excluded", np.where(held, "holdout", "treatment"))
+    frame["reason"] = reason.fillna(pd.Series(np.where(held, "holdout", f"cadence_step_{step}"),
+                                              index=frame.index, dtype="string"))
+    frame["timezone"] = valid_timezones(frame.get("timezone", pd.Series(pd.NA, index=frame.index)),
+                                        campaign.policy.default_timezone)
+    frame["locale"] = _locales(frame, campaign)
+    due = pd.concat([frame["_due"], pd.Series(now, index=frame.index)], axis=1).max(axis=1)
+    due = due.where(frame["arm"] != "excluded")
+    frame["send_at_utc"], frame["send_at_local"] = schedule(due, frame["channel"], frame["timezone"], campaign)
+    frame["template"] = _templates(frame, campaign, spec)
+    if "account_manager" not in frame:
+        frame["account_manager"] = pd.NA
+    return _finish(frame, campaign, as_of=now, step=step, extras=extras, existing_codes=existing)
+
+
+def _offer_figures(frame: pd.DataFrame, campaign: Campaign) -> pd.DataFrame:
+    """p_base, p_return, expected cost and net value of each row's given offer (NaN where none)."""
+    out = pd.DataFrame(np.nan, index=frame.index,
+                       columns=["p_base", "p_return", "expected_cost", "expected_net_value"])
+    for offer in campaign.offers:
+        rows = (frame["offer"] == offer.id).fillna(False)
+        if rows.any():
+            sub = frame[rows]
+            out.loc[rows, :] = offer_figures(sub, campaign, offer, channel=sub["channel"])[out.columns]
+    return out
+
+
+@dataclass
+class PlanSummary:
+    """Counts of a plan for the CLI and the Prefect artifacts."""
+
+    campaign_id: str
+    audience: int
+    by_arm: dict[str, int]
+    by_reason: pd.DataFrame
+    offers_by_tier: pd.DataFrame
+    by_channel: dict[str, int]
+    expected_cost: float
+    expected_net_value: float
+    budget: float | None
+    currency: str
+    power: PowerCheck | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict (frames as lists of records)."""
+        return {
+            "campaign_id": self.campaign_id, "audience": self.audience, "by_arm": self.by_arm,
+            "by_reason": self.by_reason.to_dict("records"),
+            "offers_by_tier": self.offers_by_tier.reset_index().to_dict("records"),
+            "by_channel": self.by_channel, "expected_cost": self.expected_cost,
+            "expected_net_value": self.expected_net_value, "budget": self.budget, "currency": self.currency,
+            "power": None if self.power is None else self.power.__dict__,
+        }
+
+    def to_markdown(self) -> str:
+        """A markdown report a CRM manager can read (used for the Prefect artifact)."""
+        lines = [f"# Plan · {self.campaign_id}", "",
+                 f"Audience **{self.audience:,}** · " + " · ".join(f"{k} **{v:,}**" for k, v in self.by_arm.items()),
+                 "", f"Expected offer cost **{self.expected_cost:,.2f} {self.currency}**"
+                 + (f" of budget {self.budget:,.2f} ({self.expected_cost / self.budget:.0%})" if self.budget else "")
+                 + f" · expected net value {self.expected_net_value:,.2f} {self.currency}", ""]
+        if self.power is not None and not self.power.ok:
+            lines += [f"> ⚠️ {self.power.message}", ""]
+        lines += ["## Reasons", "", "| arm | reason | customers |", "|---|---|---:|"]
+        lines += [f"| {r.arm} | {r.reason} | {r.customers:,} |" for r in self.by_reason.itertuples()]
+        lines += ["", "## Offers by value tier (treatment)", ""]
+        table = self.offers_by_tier
+        if table.empty:
+            lines.append("(none)")
+        else:
+            lines.append("| offer | " + " | ".join(map(str, table.columns)) + " |")
+            lines.append("|---|" + "---:|" * len(table.columns))
+            for offer, row in table.iterrows():
+                lines.append(f"| {offer} | " + " | ".join(f"{int(v):,}" for v in row) + " |")
+        return "\n".join(lines) + "\n"
+
+
+def plan_summary(plan: pd.DataFrame, campaign: Campaign | None = None) -> PlanSummary:
+    """Counts by arm, by (arm, reason), offers × tier in treatment, expected cost vs budget, power check."""
+    arms = {arm: int((plan["arm"] == arm).sum()) for arm in ("treatment", "holdout", "excluded")}
+    by_reason = (plan.groupby(["arm", "reason"], dropna=False).size().rename("customers").reset_index()
+                 .sort_values(["arm", "customers"], ascending=[False, False]).reset_index(drop=True))
+    treat = plan[plan["arm"] == "treatment"]
+    offers_by_tier = pd.crosstab(treat["offer"].fillna("(none)"), treat["value_tier"]) if not treat.empty \
+        else pd.DataFrame()
+    if not offers_by_tier.empty:
+        from winback.vocab import VALUE_TIERS
+
+        cols = [t for t in VALUE_TIERS if t in offers_by_tier.columns]
+        offers_by_tier = offers_by_tier[cols + [c for c in offers_by_tier.columns if c not in cols]]
+    by_channel = {str(k): int(v) for k, v in treat["channel"].value_counts().items()}
+    cid = str(plan["campaign_id"].iloc[0]) if len(plan) else (campaign.id if campaign else "")
+    power = holdout_power_check(plan, campaign) if campaign is not None else None
+    return PlanSummary(
+        campaign_id=cid, audience=len(plan), by_arm=arms, by_reason=by_reason, offers_by_tier=offers_by_tier,
+        by_channel=by_channel, expected_cost=float(treat["expected_cost"].fillna(0).sum()),
+        expected_net_value=float(treat["expected_net_value"].fillna(0).sum()),
+        budget=campaign.budget if campaign else None,
+        currency=campaign.brand.currency if campaign else "", power=power)
+
+
+@dataclass
+class PowerCheck:
+    """Whether the holdout can detect the campaign's minimum detectable effect."""
+
+    ok: bool
+    n_treatment: int
+    n_holdout: int
+    baseline: float
+    mde_wanted: float
+    mde_achievable: float
+    holdout_needed: int | None
+    message: str
+
+
+def holdout_power_check(plan: pd.DataFrame, campaign: Campaign) -> PowerCheck:
+    """Compare the detectable uplift of this plan's arms with `campaign.min_detectable_effect`."""
+    from winback.measure.power import min_detectable_effect, required_sample_size
+
+    step1 = plan[plan["step"] == 1] if "step" in plan else plan
+    n_t = int((step1["arm"] == "treatment").sum())
+    n_h = int((step1["arm"] == "holdout").sum())
+    in_test = step1[step1["arm"] != "excluded"]
+    baseline = float(in_test["p_base"].mean()) if len(in_test) and "p_base" in in_test else 0.1
+    baseline = min(max(baseline if not math.isnan(baseline) else 0.1, 0.001), 0.95)
+    mde = campaign.min_detectable_effect
+    alpha, power = campaign.power_alpha, campaign.power
+    achievable = min_detectable_effect(n_t, n_h, baseline, alpha, power)
+    ok = achievable <= mde
+    needed = None
+    share = campaign.holdout.share
+    if share > 0 and baseline + mde < 1:
+        needed = required_sample_size(baseline, mde, alpha, power, share).n_holdout
+    if ok:
+        message = (f"holdout of {n_h:,} can detect an uplift of {achievable:.1%} "
+                   f"(wanted {mde:.1%}) at α={alpha}, power {power:.0%}")
+    else:
+        shown = "any uplift" if math.isinf(achievable) else f"only an uplift of {achievable:.1%} or more"
+        message = (f"holdout too small: {n_h:,} held out vs {n_t:,} treated can detect {shown}, "
+                   f"the campaign wants {mde:.1%} on a baseline return rate of {baseline:.1%}"
+                   + (f"; needs about {needed:,} held out at share {share:.0%} (larger audience or share)"
+                      if needed else ""))
+    return PowerCheck(ok, n_t, n_h, baseline, mde, float(achievable), needed, message)
