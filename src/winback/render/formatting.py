@@ -8,6 +8,7 @@ The results are the same strings babel gives (tests compare them across locales 
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -148,8 +149,9 @@ def format_date(value: Any, locale: str, format: str = "long") -> str:
 @lru_cache(maxsize=4096)
 def _percent_cached(value: Decimal, locale: str, digits: int) -> str:
     loc = babel_locale(locale)
-    pattern = loc.percent_formats[None]
-    return pattern.apply(value, loc, force_frac=(0, digits))
+    pattern = copy.copy(loc.percent_formats[None])
+    pattern.frac_prec = (0, digits)  # CLDR's pattern has no decimals; 12.5 % should not read 13 %
+    return pattern.apply(value, loc)
 
 
 def percent(value: Any, locale: str, digits: int = 1) -> str:

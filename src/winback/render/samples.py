@@ -83,7 +83,7 @@ def sample_context(locale: str, offer_kind: str | None = "percent_off", *, spars
     return {
         "customer": customer,
         "offer": offer,
-        "coupon_code": None if sparse or offer is None else "WB7KX9QF2M",
+        "coupon_code": None if sparse or offer is None or offer["kind"] == "reminder" else "WB7KX9QF2M",
         "history": {
             "last_order_at": None if sparse else "2026-06-14T10:32:00+00:00",
             "days_since_last_order": None if sparse else 162,
