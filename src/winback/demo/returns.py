@@ -240,3 +240,70 @@ def _empty_orders() -> pd.DataFrame:
         "category": pd.Series(dtype="str"), "discount": pd.Series(dtype="float64"),
         "coupon_code": pd.Series(dtype="str"),
     })
+
+
+def contacts_from_ledger(rows: pd.DataFrame) -> pd.DataFrame:
+    """Contacts (simulate_returns input) from ledger rows: contacted = state 'sent', time = sent_at or send_at_utc.
+
+    Offer values (`offer_percent`, `offer_amount`) are read from each row's render `context` JSON
+    when present, so redeemed coupons carry the campaign's real discount. `uncertain` rows (the
+    provider may or may not have sent them) count as not contacted: the conservative choice.
+    """
+    required = ("campaign_id", "customer_id", "step", "arm", "state", "offer_kind", "channel",
+                "coupon_code", "send_at_utc", "sent_at")
+    missing = [c for c in required if c not in rows.columns]
+    if missing:
+        raise DataError(f"ledger rows lack the column {missing[0]!r}", column=missing[0])
+    sent_at = pd.to_datetime(rows["sent_at"], utc=True)
+    send_at = pd.to_datetime(rows["send_at_utc"], utc=True)
+    contacts = pd.DataFrame({
+        "campaign_id": rows["campaign_id"].astype("str").to_numpy(),
+        "customer_id": rows["customer_id"].astype("str").to_numpy(),
+        "step": pd.to_numeric(rows["step"]).to_numpy(),
+        "arm": rows["arm"].astype("str").to_numpy(),
+        "contacted": (rows["state"].astype("str") == "sent").to_numpy(),
+        "offer_kind": rows["offer_kind"].astype("str").to_numpy(),
+        "channel": rows["channel"].astype("str").to_numpy(),
+        "coupon_code": rows["coupon_code"].astype("str").to_numpy(),
+        "contact_at": sent_at.fillna(send_at).astype("datetime64[ns, UTC]").to_numpy(),
+    })
+    contacts["contact_at"] = pd.to_datetime(contacts["contact_at"], utc=True).astype("datetime64[ns, UTC]")
+    if "context" in rows.columns:
+        percent, amount = _offer_values(rows["context"])
+        contacts["offer_percent"] = percent
+        contacts["offer_amount"] = amount
+    return contacts
+
+
+def _offer_values(context: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """`offer.percent` and `offer.amount` from render-context JSON strings (NaN when absent or unreadable)."""
+    import json
+
+    percent = np.full(len(context), np.nan)
+    amount = np.full(len(context), np.nan)
+    for i, text in enumerate(context.to_numpy(dtype=object)):
+        if not isinstance(text, str) or '"offer"' not in text:
+            continue
+        try:
+            offer = json.loads(text).get("offer") or {}
+        except (ValueError, AttributeError):
+            continue
+        for target, key in ((percent, "percent"), (amount, "amount")):
+            value = offer.get(key)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                target[i] = float(value)
+    return percent, amount
+
+
+def replace_simulated_orders(orders: pd.DataFrame, new_orders: pd.DataFrame,
+                             campaign_id: str) -> tuple[pd.DataFrame, int]:
+    """`orders` without the campaign's earlier simulated orders, plus `new_orders`; and how many were replaced."""
+    prefix = simulated_order_prefix(campaign_id)
+    old = orders["order_id"].astype("str").str.startswith(prefix).to_numpy()
+    kept = orders.loc[~old]
+    parts = [kept, new_orders[list(orders.columns.intersection(new_orders.columns))]]
+    combined = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else kept
+    for col in ("ordered_at",):
+        if col in combined.columns:
+            combined[col] = pd.to_datetime(combined[col], utc=True).astype("datetime64[ns, UTC]")
+    return combined.reset_index(drop=True), int(old.sum())

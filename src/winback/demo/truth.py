@@ -28,7 +28,7 @@ Which offer is truly best (u_k before R and F, which scale all kinds alike):
     manager_left → call (≈12 pp); among messages bonus_points (platinum/gold/iron), amount_off (lead)
     forgotten    → reminder (platinum/gold/iron), free_shipping (lead); birthday_gift for anyone whose
                    birthday is in the window (≈10 pp × tier affinity)
-    none         → small pull-forward effects (≤ 2 pp)
+    none         → small pull-forward effects (≤ 2 pp; up to ≈4 pp for a birthday gift in the window)
 so each kind wins for some (tier, reason) group, and a learner can find it. The largest effects
 (≈12–15 pp) need a well-matched offer on a recently lapsed platinum/gold customer.
 

@@ -437,8 +437,8 @@ def _customers(lat, manager_idx, managers, rng, H: float, as_of: pd.Timestamp) -
 def _birthday_in_window(birthday: pd.Series, as_of: pd.Timestamp, days: int = 30) -> np.ndarray:
     """True when the customer's next birthday falls within `days` after `as_of` (local calendar)."""
     today = as_of.tz_convert("Asia/Shanghai").tz_localize(None).normalize()
-    doy = birthday.dt.dayofyear.to_numpy(dtype=float, na_value=np.nan)
-    ahead = (doy - today.dayofyear) % 365
+    doy = birthday.dt.day_of_year.to_numpy(dtype=float, na_value=np.nan)
+    ahead = (doy - today.day_of_year) % 365
     return np.nan_to_num(ahead, nan=999.0) < days
 
 
