@@ -49,6 +49,7 @@ Orders after `as_of` are ignored (they are the future of a backtest); orders of 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
@@ -389,14 +390,14 @@ def _aggregate_orders(orders: pd.DataFrame, as_of: pd.Timestamp, params: Segment
     try:
         con.execute("SET TimeZone = 'UTC'")
         con.register("orders_in", orders_in)
-        agg = con.execute(_ORDER_SQL, {
+        agg = _df(con, _ORDER_SQL, {
             "as_of": as_of.to_pydatetime(),
             "recent_start": recent_start, "earlier_start": earlier_start,
-        }).df()
+        })
         if categories:
-            cats = con.execute(_CATEGORY_SQL, {
+            cats = _df(con, _CATEGORY_SQL, {
                 "as_of": as_of.to_pydatetime(), "cat_start": cat_start,
-            }).df()
+            })
         else:
             cats = pd.DataFrame()
     except duckdb.Error as exc:
@@ -413,6 +414,14 @@ def _align(agg: pd.DataFrame, ids: pd.Series) -> pd.DataFrame:
     """Rows of `agg` (keyed by customer_id) placed in the order of `ids`; all-NA rows where absent."""
     positions = pd.Index(agg["customer_id"]).get_indexer(ids) if len(agg) else np.full(len(ids), -1)
     return agg.reset_index(drop=True).reindex(positions).reset_index(drop=True)
+
+
+def _df(con: duckdb.DuckDBPyConnection, sql: str, parameters: dict) -> pd.DataFrame:
+    # duckdb 2.0's .df() calls DataFrame.drop(inplace=True), which pandas 3.1 flags for removal.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=FutureWarning)
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        return con.execute(sql, parameters).df()
 
 
 def _fit_models(x, t_x, T, n_tx, tx_mean, params: SegmentParams) -> CustomerModels:
