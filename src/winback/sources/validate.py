@@ -239,13 +239,16 @@ def validate_customers(
 
 
 def _customer_checks(
-    checks: _Checks, customer_id: pd.Series, known: pd.Index, quarantined: pd.Index, customers_file: str
-) -> None:
+    checks: _Checks, customer_id: pd.Series, customers: pd.DataFrame, quarantined: pd.Index, customers_file: str
+) -> np.ndarray:
+    """Add missing/unknown customer problems; return each row's position in `customers` (-1: none)."""
     present = customer_id.notna().to_numpy()
     checks.add("missing_customer_id", "customer_id", ~present)
-    unknown = present & ~customer_id.isin(known).to_numpy()
+    position = fields.lookup(customer_id, customers["customer_id"])
+    unknown = present & (position < 0)
     if unknown.any():
-        was_quarantined = unknown & customer_id.isin(quarantined).to_numpy()
+        was_quarantined = np.zeros(len(unknown), dtype=bool)
+        was_quarantined[unknown] = customer_id[unknown].isin(quarantined).to_numpy()
         checks.add(
             "unknown_customer", "customer_id", was_quarantined,
             f"customer was quarantined in {customers_file} (see its row there)",
@@ -254,15 +257,15 @@ def _customer_checks(
             "unknown_customer", "customer_id", unknown & ~was_quarantined,
             f"customer_id not found in {customers_file}",
         )
+    return position
 
 
-def _to_utc(parsed: fields.ParsedTimes, customer_id: pd.Series, zones: pd.Series, default_timezone: str) -> pd.Series:
+def _to_utc(parsed: fields.ParsedTimes, position: np.ndarray, customers: pd.DataFrame, default_timezone: str) -> pd.Series:
     # Naive wall times are read in the customer's own time zone (default_timezone if unknown).
     if not parsed.naive.any():
         return parsed.values.dt.tz_localize("UTC")
-    row_zone = pd.Series(default_timezone, index=customer_id.index, dtype="str")
-    naive = parsed.naive
-    row_zone[naive] = customer_id[naive].map(zones).astype("str").fillna(default_timezone)
+    zones = np.append(customers["timezone"].to_numpy(dtype=object), default_timezone)
+    row_zone = pd.Series(zones[position], index=parsed.values.index, dtype="str")  # -1 -> the default
     return fields.localize_naive(parsed, row_zone)
 
 
@@ -283,8 +286,9 @@ def validate_orders(
     order_id = _text(frame, "order_id")
     checks.add("missing_order_id", "order_id", order_id.isna().to_numpy())
     customer_id = _text(frame, "customer_id")
-    known = pd.Index(customers["customer_id"])
-    _customer_checks(checks, customer_id, known, pd.Index(list(quarantined_customers)), customers_file)
+    position = _customer_checks(
+        checks, customer_id, customers, pd.Index(list(quarantined_customers)), customers_file
+    )
 
     parsed = fields.parse_timestamps(frame["ordered_at"])
     checks.add("unparseable_date", "ordered_at", parsed.bad)
@@ -306,12 +310,11 @@ def validate_orders(
 
     checks.add("duplicate_order_id", "order_id", _first_valid_duplicates(order_id, checks.bad))
 
-    zones = pd.Series(customers["timezone"].to_numpy(), index=customers["customer_id"].to_numpy())
     out = pd.DataFrame(
         {
             "order_id": order_id,
             "customer_id": customer_id,
-            "ordered_at": _to_utc(parsed, customer_id, zones, default_timezone),
+            "ordered_at": _to_utc(parsed, position, customers, default_timezone),
             "amount": amount.values,
             "category": _text(frame, "category"),
             "discount": discount_values,
@@ -340,9 +343,8 @@ def validate_complaints(
     )
     checks = _Checks("complaints", file, frame)
     customer_id = _text(frame, "customer_id")
-    _customer_checks(
-        checks, customer_id, pd.Index(customers["customer_id"]), pd.Index(list(quarantined_customers)),
-        customers_file,
+    position = _customer_checks(
+        checks, customer_id, customers, pd.Index(list(quarantined_customers)), customers_file
     )
     parsed = fields.parse_timestamps(frame["created_at"])
     checks.add("unparseable_date", "created_at", parsed.bad)
@@ -352,11 +354,10 @@ def validate_complaints(
     kind = _text(frame, "kind")
     filled = {"complaints.resolved": int(resolved.missing.sum()), "complaints.kind": int(kind.isna().sum())}
 
-    zones = pd.Series(customers["timezone"].to_numpy(), index=customers["customer_id"].to_numpy())
     out = pd.DataFrame(
         {
             "customer_id": customer_id,
-            "created_at": _to_utc(parsed, customer_id, zones, default_timezone),
+            "created_at": _to_utc(parsed, position, customers, default_timezone),
             "kind": kind.fillna("unspecified"),
             "resolved": resolved.values,
         }
