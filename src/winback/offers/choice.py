@@ -1,8 +1,9 @@
 """Offer choice: per customer the eligible offer with the highest expected net value, caps, and budget.
 
 Expected net value is incremental, so a discount given to someone who would have returned anyway
-counts as a cost:  ENV = margin × (P(return | offer) × spend_with_offer − P(return | no contact) × EOV)
-− P(return | offer) × redemption_rate × cost_if_redeemed − contact_cost(channel).
+counts as a cost:  ENV = margin × (P(return | offer) − P(return | no contact)) × spend_with_offer
+− P(return | offer) × redemption_rate × cost_if_redeemed − contact_cost(channel),
+with spend_with_offer = max(EOV, min_spend) and the offer's uplift scaled by min(1, EOV / min_spend).
 Customers whose best ENV is not positive are not spent on: excluded (`negative_value`) or, when the
 campaign says so, sent a plain reminder.
 """
@@ -65,11 +66,18 @@ def offer_figures(frame: pd.DataFrame, campaign: Campaign, offer: Offer, *, chan
     if uplift is not None:
         up = uplift.fillna(up)
     base = p_base.to_numpy(dtype="float64")
-    p = np.clip(base + up.to_numpy() + np.where(is_call, call_up, 0.0), 0.0, 1.0)
+    eov_a = eov.to_numpy(dtype="float64")
+    stretch = 1.0
+    if offer.min_spend:
+        # A minimum spend far above what the customer usually spends makes the offer less tempting.
+        stretch = np.clip(eov_a / offer.min_spend, 0.0, 1.0)
+    p = np.clip(base + up.to_numpy() * stretch + np.where(is_call, call_up, 0.0), 0.0, 1.0)
     spend = np.asarray(spend_with_offer(offer, eov), dtype="float64")
     c = p * offer.redemption_rate * cost_if_redeemed(offer, pd.Series(spend, index=frame.index)).to_numpy()
     c = c + contact
-    value = campaign.economics.gross_margin * (p * spend - base * eov.to_numpy(dtype="float64"))
+    # Only the incremental returners add revenue; those who would have come back anyway are assumed to
+    # spend as usual (no credit for a minimum-spend stretch), but they still redeem the offer (cost).
+    value = campaign.economics.gross_margin * (p - base) * spend
     return pd.DataFrame({"p_base": base, "p_return": p, "expected_cost": c, "expected_net_value": value - c},
                         index=frame.index)
 

@@ -106,7 +106,7 @@ def _suppression_reason(frame: pd.DataFrame, channel: str, address: pd.Series,
             addr = addr.str.replace(r"[\s\-()]", "", regex=True)
         by_addr = sup.assign(_addr=addr).dropna(subset=["_addr"]).drop_duplicates("_addr")
         by_addr = by_addr.set_index("_addr")["reason"].astype("string")
-        out = out.fillna(address.map(by_addr))
+        out = out.fillna(address.map(by_addr).astype("string"))
     return out.astype("string").reindex(frame.index)
 
 
