@@ -314,7 +314,7 @@ def test_validate_reports_syntax_missing_parts_unsubscribe_and_long_sms(tmp_path
 def test_sandbox_blocks_unsafe_attribute_access(tmp_path):
     _write(tmp_path, "evil", "en-US", {"sms.txt": "{{ brand.__class__.__mro__ }} Reply STOP"})
     problems = Renderer(tmp_path).validate("evil")
-    assert problems and "SecurityError" in problems[0] or "unsafe" in problems[0]
+    assert len(problems) == 1 and "SecurityError" in problems[0], problems
 
 
 def test_render_many_matches_render(renderer):
