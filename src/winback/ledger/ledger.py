@@ -502,6 +502,28 @@ class Ledger:
             return conn.execute(query.order_by(t.c.id.desc()).limit(1)).mappings().first()
         return None
 
+    def find_row(
+        self, campaign_id: str, customer_id: str, *, step: int | None = None, channel: str | None = None
+    ) -> dict[str, Any] | None:
+        """One ledger row by key (without a step: the latest step, optionally of a channel), or None."""
+        t = schema.ledger
+        query = sa.select(t).where(t.c.campaign_id == str(campaign_id), t.c.customer_id == str(customer_id))
+        if step is not None:
+            query = query.where(t.c.step == int(step))
+        if channel is not None:
+            query = query.where(t.c.channel == channel)
+        with self._read() as conn:
+            row = conn.execute(query.order_by(t.c.step.desc()).limit(1)).mappings().first()
+        return dict(row) if row is not None else None
+
+    def ping(self) -> None:
+        """Check that the database answers (raises LedgerError otherwise)."""
+        try:
+            with self._read() as conn:
+                conn.execute(sa.select(sa.literal(1)))
+        except sa.exc.SQLAlchemyError as exc:
+            raise LedgerError(f"the ledger does not answer: {_short(exc)}") from None
+
     def events(self, campaign_id: str | None = None) -> pd.DataFrame:
         """Stored delivery events (optionally of one campaign), oldest first."""
         e = schema.events
