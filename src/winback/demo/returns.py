@@ -175,7 +175,7 @@ def simulate_returns(contacts: pd.DataFrame, truth: pd.DataFrame, *, days: int =
     orders = pd.DataFrame({
         "order_id": order_id.astype("str"),
         "customer_id": pd.array(cust_ids, dtype="str"),
-        "ordered_at": pd.to_datetime(ordered_at, utc=True).floor("s").astype("datetime64[ns, UTC]"),
+        "ordered_at": pd.DatetimeIndex((ordered_at // 1_000_000_000 * 1_000_000_000).view("datetime64[ns]")).tz_localize("UTC"),
         "amount": np.round(gross - discount, 2),
         "category": pd.array(category if category is not None else [pd.NA] * len(o_cust), dtype="str"),
         "discount": discount,

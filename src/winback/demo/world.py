@@ -62,7 +62,7 @@ from winback.demo.truth import (
     treated_probabilities,
 )
 from winback.errors import ConfigError
-from winback.vocab import VALUE_TIERS
+from winback.vocab import REASONS, VALUE_TIERS
 
 CUSTOMER_COLUMNS = (
     "customer_id", "email", "phone", "locale", "timezone", "email_opt_in", "sms_opt_in", "first_name",
@@ -229,7 +229,7 @@ def _simulate_purchases(lat, rng, prm: WorldParams, H: float) -> dict[str, np.nd
     k = len(names.CATEGORIES)
     fav = lat["fav"][g]
     other = (fav + 1 + rng.integers(0, k - 1, total)) % k
-    cat = np.where(rng.random(total) < lat["fav_share"][g], fav, other).astype(np.int8)
+    cat = np.where(rng.random(total, dtype=np.float32) < lat["fav_share"][g], fav, other).astype(np.int8)
     # Switchers buy their favourite category elsewhere after τ: those purchases never reach us.
     keep = ~((cat == fav) & (t > lat["tau"][g]))
     g, t, cat = g[keep], t[keep], cat[keep]
@@ -237,12 +237,12 @@ def _simulate_purchases(lat, rng, prm: WorldParams, H: float) -> dict[str, np.nd
     counts = np.bincount(g, minlength=n)
     starts = np.cumsum(counts) - counts
     has = counts > 0
-    complaint = rng.random(total) < lat["complaint_rate"][g]
-    unresolved = complaint & (rng.random(total) >= prm.complaint_resolved)
-    d_service = unresolved & (rng.random(total) < prm.h_service)
-    d_manager = (t > lat["manager_left_t"][g]) & (rng.random(total) < prm.h_manager)
-    d_competitor = (t > lat["tau"][g]) & (rng.random(total) < prm.h_competitor)
-    d_base = rng.random(total) < lat["p_eff"][g]
+    complaint = rng.random(total, dtype=np.float32) < lat["complaint_rate"][g]
+    unresolved = complaint & (rng.random(total, dtype=np.float32) >= prm.complaint_resolved)
+    d_service = unresolved & (rng.random(total, dtype=np.float32) < prm.h_service)
+    d_manager = (t > lat["manager_left_t"][g]) & (rng.random(total, dtype=np.float32) < prm.h_manager)
+    d_competitor = (t > lat["tau"][g]) & (rng.random(total, dtype=np.float32) < prm.h_competitor)
+    d_base = rng.random(total, dtype=np.float32) < lat["p_eff"][g]
     died = d_service | d_manager | d_competitor | d_base
     cause = np.select([d_service, d_manager, d_competitor, d_base], [1, 2, 3, 4], 0).astype(np.int8)
     died_i = died.astype(np.int32)
@@ -295,7 +295,7 @@ def _orders_and_complaints(lat, rows, rng, prm: WorldParams, H: float, as_of: pd
     price_factor = np.array(names.CATEGORY_PRICE_FACTOR)[cat]
     gross = rng.gamma(prm.gg_p, lat["mean_spend"][g] * price_factor / prm.gg_p)
     gross = np.maximum(np.round(gross, 2), 1.0)
-    on_discount = rng.random(total) < 0.08 + 0.8 * lat["s"][g]
+    on_discount = rng.random(total, dtype=np.float32) < 0.08 + 0.8 * lat["s"][g]
     pct = np.array([0.10, 0.15, 0.20, 0.30])[rng.integers(0, 4, total)]
     discount = np.where(on_discount, np.round(gross * pct, 2), 0.0)
     amount = np.round(gross - discount, 2)
@@ -307,7 +307,7 @@ def _orders_and_complaints(lat, rows, rng, prm: WorldParams, H: float, as_of: pd
     orders = pd.DataFrame({
         "order_id": order_ids.to_pandas(),
         "customer_id": cust_ids.take(pa.array(g)).to_pandas(),
-        "ordered_at": pd.to_datetime(ts, utc=True).astype("datetime64[ns, UTC]"),
+        "ordered_at": _utc_from_ns(ts),
         "amount": amount,
         "category": pa.array(cat_values.astype(str)).take(pa.array(cat)).to_pandas(),
         "discount": discount,
@@ -319,16 +319,24 @@ def _orders_and_complaints(lat, rows, rng, prm: WorldParams, H: float, as_of: pd
     created = np.minimum(created, as_of.value - 60_000_000_000)
     created = np.maximum(created, ts[ci])
     complaints = pd.DataFrame({
-        "customer_id": orders["customer_id"].to_numpy()[ci],
-        "created_at": pd.to_datetime(created, utc=True).floor("s").astype("datetime64[ns, UTC]"),
-        "kind": pd.array(rng.choice(kinds.astype(str), size=len(ci), p=kind_w), dtype="str"),
+        "customer_id": orders["customer_id"].iloc[ci].reset_index(drop=True),
+        "created_at": _utc_from_ns(created // 1_000_000_000 * 1_000_000_000),
+        "kind": _take_str(kinds.astype(str), rng.choice(len(kinds), size=len(ci), p=kind_w)),
         "resolved": ~rows["unresolved"][ci],
-        "order_id": orders["order_id"].to_numpy()[ci],
+        "order_id": orders["order_id"].iloc[ci].reset_index(drop=True),
     })
-    complaints["customer_id"] = complaints["customer_id"].astype("str")
-    complaints["order_id"] = complaints["order_id"].astype("str")
     complaints = complaints.sort_values(["created_at", "customer_id"], kind="stable").reset_index(drop=True)
     return orders, complaints
+
+
+def _take_str(values, idx: np.ndarray) -> pd.Series:
+    """A `str` Series of `values[idx]` built in Arrow (no Python objects per row); None in values → NA."""
+    return pa.array(list(values), type=pa.string()).take(pa.array(idx)).to_pandas()
+
+
+def _utc_from_ns(ns: np.ndarray) -> pd.DatetimeIndex:
+    """UTC timestamps (datetime64[ns, UTC]) from int64 nanoseconds since the epoch, without parsing."""
+    return pd.DatetimeIndex(np.asarray(ns, dtype=np.int64).view("datetime64[ns]")).tz_localize("UTC")
 
 
 def _customer_ids(n: int) -> pa.Array:
@@ -400,36 +408,36 @@ def _customers(lat, manager_idx, managers, rng, H: float, as_of: pd.Timestamp) -
     phone = pc.if_else(zh_mask, cn, pc.if_else(pa.array(london), uk, us))
     no_email = rng.random(n) < np.where(zh, 0.06, 0.03)
     no_phone = rng.random(n) < np.where(zh, 0.04, 0.15)
-    email_s = email.to_pandas()
-    email_s[no_email] = pd.NA
-    phone_s = phone.to_pandas()
-    phone_s[no_phone] = pd.NA
+    null = pa.scalar(None, type=pa.string())
+    email_s = pc.if_else(pa.array(no_email), null, email).to_pandas()
+    phone_s = pc.if_else(pa.array(no_phone), null, phone).to_pandas()
     email_opt_in = ~no_email & (rng.random(n) < 0.84)
     sms_opt_in = ~no_phone & (rng.random(n) < np.where(zh, 0.72, 0.55))
     # Birthdays: ages 18–75 skewed young; 12% never told us.
     age_days = (18 + rng.beta(2.0, 3.5, n) * 57) * 365.25
     bday_ns = (as_of.tz_convert("Asia/Shanghai").normalize().tz_localize(None).value
                - (age_days * 86_400e9).astype(np.int64))
-    birthday = pd.Series(pd.to_datetime(bday_ns).normalize()).astype("datetime64[ns]")
+    birthday = pd.Series(pd.DatetimeIndex(bday_ns.astype("datetime64[ns]")).normalize())
     birthday[rng.random(n) < 0.12] = pd.NaT
     start = as_of - pd.Timedelta(days=H)
     signup_ns = start.value + ((lat["t0"] - rng.uniform(0.0, 3.0, n)) * 86_400e9).astype(np.int64)
-    mgr = np.where(manager_idx >= 0, managers["name"].to_numpy(dtype=object)[np.maximum(manager_idx, 0)], None)
-    gender = np.where(rng.random(n) < 0.58, "F", "M")
+    mgr_values = [*managers["name"].astype(str).tolist(), None]
+    mgr_idx = np.where(manager_idx >= 0, manager_idx, len(mgr_values) - 1)
+    gender_idx = (rng.random(n) >= 0.58).astype(np.int8)
     customers = pd.DataFrame({
         "customer_id": _customer_ids(n).to_pandas(),
-        "email": email_s.astype("str"),
-        "phone": phone_s.astype("str"),
-        "locale": pd.array(np.where(zh, "zh-CN", "en-US"), dtype="str"),
-        "timezone": pd.array(np.array(names.TIMEZONES)[tz_idx], dtype="str"),
+        "email": email_s,
+        "phone": phone_s,
+        "locale": _take_str(("zh-CN", "en-US"), (~zh).astype(np.int8)),
+        "timezone": _take_str(names.TIMEZONES, tz_idx),
         "email_opt_in": email_opt_in,
         "sms_opt_in": sms_opt_in,
         "first_name": first.to_pandas(),
         "last_name": last.to_pandas(),
         "birthday": birthday,
-        "account_manager": pd.array(mgr, dtype="str"),
-        "gender": pd.array(gender, dtype="str"),
-        "signup_at": pd.to_datetime(signup_ns, utc=True).floor("s").astype("datetime64[ns, UTC]"),
+        "account_manager": _take_str(mgr_values, mgr_idx),
+        "gender": _take_str(("F", "M"), gender_idx),
+        "signup_at": _utc_from_ns(signup_ns // 1_000_000_000 * 1_000_000_000),
     })
     return customers
 
@@ -459,7 +467,7 @@ def _truth(lat, rows, customers: pd.DataFrame, H: float, as_of: pd.Timestamp) ->
     )
     reason = np.where(alive, np.where(switched, "competitor", "none"), dead_reason)
     reason = np.where(has_orders, reason, "none")
-    tier = np.array(VALUE_TIERS)[lat["tier"]]
+    tier = np.array(VALUE_TIERS)[lat["tier"]]  # numpy strings for the effect lookup below
     bday_window = _birthday_in_window(customers["birthday"], as_of)
     has_manager = customers["account_manager"].notna().to_numpy()
     p_base = baseline_probability(alive, rate_eff, days_since, has_orders)
@@ -467,19 +475,19 @@ def _truth(lat, rows, customers: pd.DataFrame, H: float, as_of: pd.Timestamp) ->
     treated = treated_probabilities(p_base, effects)
     truth = pd.DataFrame({
         "customer_id": customers["customer_id"],
-        "true_reason": pd.array(reason, dtype="str"),
+        "true_reason": _take_str(REASONS, pd.Index(REASONS).get_indexer(reason)),
         "alive": alive,
         "p_base": p_base,
         **{col: treated[col] for col in PROBABILITY_COLUMNS},
         "return_order_value": np.round(lat["mean_spend"], 2),
-        "true_tier": pd.array(tier, dtype="str"),
+        "true_tier": _take_str(VALUE_TIERS, lat["tier"]),
         "true_value": np.round(lat["true_value"], 2),
         "purchase_rate": rate_eff,
         "dropout_p": lat["p_eff"],
         "price_sensitivity": lat["s"],
         "birthday_window": bday_window,
         "days_since_last_order": days_since,
-        "favourite_category": pd.array(names.weights(names.CATEGORIES)[0].astype(str)[lat["fav"]], dtype="str"),
+        "favourite_category": _take_str(names.weights(names.CATEGORIES)[0].astype(str), lat["fav"]),
     })
     assert tuple(truth.columns) == TRUTH_COLUMNS
     return truth
