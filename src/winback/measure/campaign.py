@@ -210,9 +210,10 @@ def prepare_ledger(ledger_rows: pd.DataFrame) -> pd.DataFrame:
                         column="send_at_utc")
     led["sent_at"] = _utc(led["sent_at"], "sent_at") if "sent_at" in led else pd.NaT
     led["state"] = led["state"].astype("string") if "state" in led else pd.NA
-    arms_per_customer = led.groupby("customer_id", sort=False)["arm"].nunique()
-    if (arms_per_customer > 1).any():
-        who = arms_per_customer[arms_per_customer > 1].index[:3].tolist()
+    pairs = led[["customer_id", "arm"]].drop_duplicates()
+    both = pairs["customer_id"].duplicated(keep=False)
+    if both.any():
+        who = pairs.loc[both, "customer_id"].unique()[:3].tolist()
         raise DataError(f"customer(s) {who} appear in both arms of one campaign", column="arm")
     for col in ("offer", "offer_kind", "coupon_code", "value_tier", "lapse_stage", "likely_reason", "channel",
                 "delivery_status", "campaign_id"):
@@ -374,26 +375,34 @@ def _arm_summary(units: pd.DataFrame, arm: str) -> dict:
 
 def _group_comparisons(units: pd.DataFrame, dim: str, confidence: float) -> pd.DataFrame:
     """Treated vs holdout per value of `dim`: counts, rates, Newcombe CI, Welch revenue CI, Holm p."""
-    key = units[dim].astype("string").fillna(MISSING_GROUP) if dim in units else pd.Series(MISSING_GROUP,
-                                                                                               index=units.index)
-    frame = pd.DataFrame({
-        "g": key, "t": units["arm"].eq("treatment"), "r": units["returned"].astype(float),
-        "rev": units["revenue"], "rev2": units["revenue"] ** 2, "cost": units["coupon_cost"],
-    })
-    agg = frame.groupby(["g", "t"], sort=True).agg(n=("r", "size"), ret=("r", "sum"), rev=("rev", "sum"),
-                                                   rev2=("rev2", "sum"), cost=("cost", "sum"))
-    agg = agg.unstack("t", fill_value=0)
-    groups = agg.index.astype(str)
+    if dim in units:
+        # One factorize, then bincounts over (group, arm): fast at millions of customers.
+        values = units[dim]
+        if not pd.api.types.is_numeric_dtype(values):
+            values = values.astype("string")
+        codes, uniques = pd.factorize(values, sort=True, use_na_sentinel=True)
+        labels = [str(u) for u in uniques]
+        if (codes < 0).any():
+            codes = np.where(codes < 0, len(labels), codes)
+            labels.append(MISSING_GROUP)
+    else:
+        codes, labels = np.zeros(len(units), dtype=np.int64), [MISSING_GROUP]
+    k = len(labels)
+    treated = units["arm"].eq("treatment").to_numpy(dtype=bool)
+    idx = codes * 2 + treated  # even: holdout, odd: treatment
+    returned = units["returned"].to_numpy(dtype=float)
+    revenue = units["revenue"].to_numpy(dtype=float)
+    cost = units["coupon_cost"].to_numpy(dtype=float)
 
-    def col(name, treated):
-        return agg[(name, treated)].to_numpy(dtype=float) if (name, treated) in agg.columns else np.zeros(len(agg))
+    def sums(weights=None):
+        out = np.bincount(idx, weights=weights, minlength=2 * k).astype(float)
+        return out[1::2], out[0::2]  # treatment, holdout
 
-    n_t, n_h = col("n", True), col("n", False)
-    r_t, r_h = col("ret", True), col("ret", False)
+    (n_t, n_h), (r_t, r_h) = sums(), sums(returned)
+    (rev_t, rev_h), (rev2_t, rev2_h) = sums(revenue), sums(revenue * revenue)
+    cost_t, _ = sums(cost)
+    groups = labels
     rr = stats.diff_proportions_array(r_t, n_t, r_h, n_h, confidence)
-    rev_t, rev_h = col("rev", True), col("rev", False)
-    rev2_t, rev2_h = col("rev2", True), col("rev2", False)
-    cost_t = col("cost", True)
     rows = []
     for i, g in enumerate(groups):
         mt = rev_t[i] / n_t[i] if n_t[i] else math.nan
@@ -499,7 +508,7 @@ def measure_campaign(
     breakdowns = {}
     for dim in by:
         if dim == "step":
-            breakdowns["step"] = _step_breakdown(led, coupons, orders, window_days, as_of, confidence)
+            breakdowns["step"] = _step_breakdown(led, units, coupons, orders, window_days, as_of, confidence)
         else:
             breakdowns[dim] = _group_comparisons(units, dim, confidence)
     if len(breakdowns):
@@ -525,13 +534,26 @@ def measure_campaign(
     )
 
 
-def _step_breakdown(led, coupons, orders, window_days, as_of, confidence) -> pd.DataFrame:
+def _step_breakdown(led, units, coupons, orders, window_days, as_of, confidence) -> pd.DataFrame:
     """Per cadence step: customers with a row at that step, their window timed from that step's contact."""
-    steps = led[["customer_id", "arm", "step", "contact_at"]].reset_index(drop=True).copy()
-    steps.insert(0, "unit", np.arange(len(steps), dtype="int64"))
-    out = attribute_orders(steps, coupons, orders, window_days=window_days, as_of=as_of)
-    steps = steps.merge(out, on="unit")
-    return _group_comparisons(steps, "step", confidence)
+    steps = led[["customer_id", "arm", "step", "contact_at"]].reset_index(drop=True)
+    # Rows whose window is the customer's own (their first step) reuse the customer-level attribution;
+    # only later steps need a join of their own.
+    if not steps["customer_id"].duplicated().any():
+        # One row per customer (no follow-ups yet): the customer-level attribution is the step's.
+        return _group_comparisons(units.assign(step=units["customer_id"].map(
+            steps.set_index("customer_id")["step"])), "step", confidence)
+    known = units.set_index("customer_id")["contact_at"].reindex(steps["customer_id"])
+    same = (steps["contact_at"].to_numpy(dtype="datetime64[ns]") == known.to_numpy(dtype="datetime64[ns]"))
+    reused = steps[same].merge(units[["customer_id", "orders", "revenue", "first_order_days", "coupons_redeemed",
+                                      "coupon_cost", "returned"]], on="customer_id", how="left")
+    later = steps[~same].reset_index(drop=True)
+    if len(later):
+        later.insert(0, "unit", np.arange(len(later), dtype="int64"))
+        later = later.merge(attribute_orders(later, coupons, orders, window_days=window_days, as_of=as_of),
+                            on="unit").drop(columns="unit")
+        reused = pd.concat([reused, later], ignore_index=True)
+    return _group_comparisons(reused, "step", confidence)
 
 
 def _overall_row(result: MeasureResult) -> pd.DataFrame:
