@@ -67,7 +67,8 @@ def test_each_customer_problem_quarantines_the_row(overrides, code, column):
     assert (row["table"], row["file"], row["row"], row["code"], row["column"]) == (
         "customers", "customers", 2, code, column,
     )
-    assert column in row["reason"] and CODES[code] in row["reason"]
+    expected_text = "same customer_id as row 1" if code == "duplicate_customer_id" else CODES[code]
+    assert row["reason"] == f"{column}: {expected_text}" + (" (that one is kept)" if code.startswith("dup") else "")
     assert inputs.counts == {code: 1}
 
 
@@ -119,7 +120,7 @@ def test_orders_of_a_quarantined_customer_say_so():
     inputs = validate_inputs(customers, orders, files={"customers": "customers.csv", "orders": "orders.csv"})
     q = inputs.quarantine.set_index(["table", "row"])
     assert q.loc[("orders", 2), "code"] == "unknown_customer"
-    assert "quarantined in customers.csv" in q.loc[("orders", 2), "reason"]
+    assert "quarantined in customers.csv (row 2)" in q.loc[("orders", 2), "reason"]
     assert "not found in customers.csv" in q.loc[("orders", 3), "reason"]
     assert inputs.counts == {"unknown_customer": 2, "malformed_email": 1}
 
@@ -133,6 +134,7 @@ def test_duplicates_keep_the_first_otherwise_valid_row():
     assert dict(zip(inputs.quarantine["row"], inputs.quarantine["code"], strict=True)) == {
         1: "malformed_email", 3: "duplicate_customer_id",
     }
+    assert "same customer_id as row 2" in inputs.quarantine.iloc[1]["reason"]
 
 
 def test_several_problems_make_one_quarantine_row_listing_all():

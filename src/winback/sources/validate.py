@@ -111,13 +111,14 @@ class _Checks:
     def __init__(self, table: str, file: str, frame: pd.DataFrame) -> None:
         self.table, self.file, self.frame = table, file, frame
         self.n = len(frame)
-        self.problems: list[tuple[str, str, np.ndarray, str]] = []
+        self.problems: list[tuple[str, str, np.ndarray, str | pd.Series]] = []
         self.bad = np.zeros(self.n, dtype=bool)
 
-    def add(self, code: str, column: str, mask: np.ndarray, text: str | None = None) -> None:
+    def add(self, code: str, column: str, mask: np.ndarray, text: str | pd.Series | None = None) -> None:
+        """Record rows where `mask` holds; `text` is one reason, or a per-row Series (frame positions)."""
         mask = np.asarray(mask, dtype=bool)
         if mask.any():
-            self.problems.append((code, column, mask, text or CODES[code]))
+            self.problems.append((code, column, mask, CODES[code] if text is None else text))
             self.bad |= mask
 
     def quarantine(self) -> pd.DataFrame:
@@ -136,7 +137,10 @@ class _Checks:
             if first.any():
                 cells = self.frame[problem_column].iloc[rows[first]]
                 value[first] = fields.clean_text(cells).to_numpy()
-            labelled = f"{problem_column}: {text}"
+            if isinstance(text, pd.Series):
+                labelled = (f"{problem_column}: " + text.reindex(rows[hit]).astype("str")).to_numpy()
+            else:
+                labelled = f"{problem_column}: {text}"
             reason[hit] = np.where(reason[hit] == "", labelled, reason[hit] + "; " + labelled)
         return pd.DataFrame(
             {
@@ -157,12 +161,18 @@ def _text(frame: pd.DataFrame, column: str) -> pd.Series:
     return fields.clean_text(frame[column])
 
 
-def _first_valid_duplicates(ids: pd.Series, otherwise_bad: np.ndarray) -> np.ndarray:
-    # Duplicates among rows that are otherwise valid: the first such row wins.
+def _first_valid_duplicates(ids: pd.Series, otherwise_bad: np.ndarray, name: str) -> tuple[np.ndarray, pd.Series]:
+    """Duplicates among rows that are otherwise valid (the first such row wins), with a reason per row."""
     candidates = ~otherwise_bad & ids.notna().to_numpy()
     dup = np.zeros(len(ids), dtype=bool)
     dup[candidates] = ids[candidates].duplicated(keep="first").to_numpy()
-    return dup
+    if not dup.any():
+        return dup, pd.Series(dtype="str")
+    kept = ids[candidates & ~dup]
+    first_row = pd.Series(np.flatnonzero(candidates & ~dup) + 1, index=kept.to_numpy())
+    later = ids[dup]
+    text = f"same {name} as row " + later.map(first_row).astype("int64").astype("str") + " (that one is kept)"
+    return dup, text
 
 
 def validate_customers(
@@ -215,7 +225,8 @@ def validate_customers(
     else:
         birthday = pd.Series(pd.NaT, index=frame.index, dtype="datetime64[ns]")
 
-    checks.add("duplicate_customer_id", "customer_id", _first_valid_duplicates(customer_id, checks.bad))
+    dup, text = _first_valid_duplicates(customer_id, checks.bad, "customer_id")
+    checks.add("duplicate_customer_id", "customer_id", dup, text)
 
     out = pd.DataFrame(
         {
@@ -238,8 +249,15 @@ def validate_customers(
     return valid, checks.quarantine(), {k: v for k, v in filled.items() if v}
 
 
+def _quarantined_rows(quarantined: pd.Series | Iterable[str]) -> pd.Series:
+    # customer_id -> its (first) quarantined row in the customers file.
+    if isinstance(quarantined, pd.Series):
+        return quarantined
+    return pd.Series(pd.NA, index=pd.Index(list(quarantined), dtype="str"), dtype="Int64")
+
+
 def _customer_checks(
-    checks: _Checks, customer_id: pd.Series, customers: pd.DataFrame, quarantined: pd.Index, customers_file: str
+    checks: _Checks, customer_id: pd.Series, customers: pd.DataFrame, quarantined: pd.Series, customers_file: str
 ) -> np.ndarray:
     """Add missing/unknown customer problems; return each row's position in `customers` (-1: none)."""
     present = customer_id.notna().to_numpy()
@@ -248,11 +266,13 @@ def _customer_checks(
     unknown = present & (position < 0)
     if unknown.any():
         was_quarantined = np.zeros(len(unknown), dtype=bool)
-        was_quarantined[unknown] = customer_id[unknown].isin(quarantined).to_numpy()
-        checks.add(
-            "unknown_customer", "customer_id", was_quarantined,
-            f"customer was quarantined in {customers_file} (see its row there)",
-        )
+        was_quarantined[unknown] = customer_id[unknown].isin(quarantined.index).to_numpy()
+        if was_quarantined.any():
+            row = customer_id[was_quarantined].map(quarantined).astype("Int64").astype("str").fillna("?")
+            checks.add(
+                "unknown_customer", "customer_id", was_quarantined,
+                f"customer was quarantined in {customers_file} (row " + row + ")",
+            )
         checks.add(
             "unknown_customer", "customer_id", unknown & ~was_quarantined,
             f"customer_id not found in {customers_file}",
@@ -275,7 +295,7 @@ def validate_orders(
     *,
     file: str = "orders",
     customers_file: str = "customers",
-    quarantined_customers: Iterable[str] = (),
+    quarantined_customers: pd.Series | Iterable[str] = (),
     default_timezone: str = DEFAULT_TIMEZONE,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
     """Validate an orders table against valid customers: (valid orders, quarantine, defaults applied)."""
@@ -287,7 +307,7 @@ def validate_orders(
     checks.add("missing_order_id", "order_id", order_id.isna().to_numpy())
     customer_id = _text(frame, "customer_id")
     position = _customer_checks(
-        checks, customer_id, customers, pd.Index(list(quarantined_customers)), customers_file
+        checks, customer_id, customers, _quarantined_rows(quarantined_customers), customers_file
     )
 
     parsed = fields.parse_timestamps(frame["ordered_at"])
@@ -308,7 +328,8 @@ def validate_orders(
     else:
         discount_values = np.zeros(len(frame))
 
-    checks.add("duplicate_order_id", "order_id", _first_valid_duplicates(order_id, checks.bad))
+    dup, text = _first_valid_duplicates(order_id, checks.bad, "order_id")
+    checks.add("duplicate_order_id", "order_id", dup, text)
 
     out = pd.DataFrame(
         {
@@ -334,7 +355,7 @@ def validate_complaints(
     *,
     file: str = "complaints",
     customers_file: str = "customers",
-    quarantined_customers: Iterable[str] = (),
+    quarantined_customers: pd.Series | Iterable[str] = (),
     default_timezone: str = DEFAULT_TIMEZONE,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
     """Validate a complaints table against valid customers: (valid complaints, quarantine, defaults)."""
@@ -344,7 +365,7 @@ def validate_complaints(
     checks = _Checks("complaints", file, frame)
     customer_id = _text(frame, "customer_id")
     position = _customer_checks(
-        checks, customer_id, customers, pd.Index(list(quarantined_customers)), customers_file
+        checks, customer_id, customers, _quarantined_rows(quarantined_customers), customers_file
     )
     parsed = fields.parse_timestamps(frame["created_at"])
     checks.add("unparseable_date", "created_at", parsed.bad)
@@ -424,13 +445,16 @@ def validate_inputs(
     quarantines.append(q)
     filled |= f
     # Ids of customers only present in quarantined rows: their orders say so in the reason.
-    quarantined_ids = pd.Index([], dtype="str")
+    # Customers present only in quarantined rows: their orders and complaints name that row.
+    quarantined_ids = pd.Series(dtype="Int64")
     if len(q):
         raw_ids = fields.clean_text(
             normalize_columns(customers, table="customers", file=names["customers"], required=())["customer_id"]
         )
-        quarantined_ids = pd.Index(raw_ids.iloc[q["row"].to_numpy() - 1].dropna().unique())
-        quarantined_ids = quarantined_ids.difference(pd.Index(valid_customers["customer_id"]))
+        rows = q["row"].to_numpy()
+        quarantined_ids = pd.Series(rows, index=raw_ids.iloc[rows - 1].to_numpy(), dtype="Int64")
+        quarantined_ids = quarantined_ids[quarantined_ids.index.notna()]
+        quarantined_ids = quarantined_ids[~quarantined_ids.index.duplicated(keep="first")]
 
     valid_orders, q, f = validate_orders(
         orders, valid_customers, file=names["orders"], customers_file=names["customers"],
