@@ -42,7 +42,7 @@ def campaign_flow(
     inputs = load_sources_task(spec, world)
     segments = segment_task(inputs, as_of_ts)
     plan = plan_task(spec, inputs, segments, as_of_ts, url)
-    publish_plan(spec.id, plan, budget=spec.budget_amount, currency=spec.brand.currency,
+    publish_plan(spec.id, plan, budget=spec.budget, currency=spec.brand.currency,
                  as_of=str(as_of_ts.date()), dry_run=dry_run)
     summary = {"campaign_id": spec.id, "as_of": str(as_of_ts), "dry_run": dry_run,
                "audience": len(plan), "arms": plan["arm"].value_counts().to_dict()}

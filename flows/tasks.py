@@ -48,11 +48,16 @@ def load_campaign_task(ref: str):
 @task(name="load and validate sources", cache_policy=NO_CACHE)
 def load_sources_task(campaign, world: str | None):
     """Read customers, orders and complaints (the campaign's sources or a demo world) and validate them."""
-    from winback.campaigns.sources import resolve_sources
     from winback.sources import load_inputs
 
-    src = resolve_sources(campaign, world=world)
-    inputs = load_inputs(**src)
+    if world:
+        src = _world_sources(world)
+    else:
+        src = {**campaign.sources.resolved(campaign._base_dir), "departed_managers": campaign.sources.departed_managers}
+        if not src["customers"] or not src["orders"]:
+            raise ConfigError("the campaign names no customers/orders sources", path=campaign._source_file,
+                              field="sources", hint="add sources.customers and sources.orders, or pass world=DIR")
+    inputs = load_inputs(**src, encoding=campaign.sources.encoding)
     logger = get_run_logger()
     logger.info(
         "Loaded %s customers, %s orders; quarantined %s rows %s",
@@ -112,6 +117,179 @@ def _retry_only_retryable(task, task_run, state) -> bool:
 
 @task(name="send batch", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[5, 30, 120],
       retry_condition_fn=_retry_only_retryable)
-def send_batch_task(sender, rows: pd.DataFrame):
-    """Send one claimed batch and record every outcome in the ledger right after."""
-    return sender.send_rows(rows)
+def send_batch_task(campaign, *, channel: str, batch_size: int, emulator_url, provider_config, ledger_url,
+                    now, concurrency, uncertain_policy) -> dict:
+    """Claim one batch of due rows of `channel`, send it and record every outcome right after.
+
+    A provider outage releases the unsent rows back to `planned` and raises a retryable error, so
+    Prefect retries the batch later; permanent failures are recorded per message and never retried.
+    """
+    import asyncio
+
+    from winback.channels.dispatch import dispatch_batch
+    from winback.ledger import Ledger
+
+    ledger = Ledger(ledger_url)
+    rows = ledger.claim(campaign.id, now=now, limit=batch_size, channel=channel)
+    if rows.empty:
+        return {"messages": 0, "sent": 0, "suppressed": 0, "uncertain": {}, "failed": {}}
+
+    async def body(settings):
+        return await dispatch_batch(rows, ledger, settings)
+
+    try:
+        summary = asyncio.run(_with_settings(campaign, emulator_url, provider_config, concurrency,
+                                             uncertain_policy, body))
+    except ConfigError:  # raised before anything was sent (no router, no secret): nothing went out
+        ledger.release(rows)
+        raise
+    result = {**summary.to_dict(), "messages": summary.messages}
+    get_run_logger().info("Batch of %s %s messages: %s sent, failed %s", len(rows), channel, summary.sent,
+                          dict(summary.failed) or 0)
+    if summary.outage:
+        raise RetryableChannelError(f"provider outage, unsent rows left planned: {summary.outage}")
+    return result
+
+
+def _world_sources(world: str) -> dict:
+    from winback.demo import read_world  # noqa: F401  (validates that it is a demo world folder)
+
+    base = Path(world)
+    managers = base / "managers.parquet"
+    departed: list[str] = []
+    if managers.exists():
+        frame = pd.read_parquet(managers)
+        departed = frame.loc[frame["left_at"].notna(), "name"].astype(str).tolist()
+    return {"customers": str(base / "customers.parquet"), "orders": str(base / "orders.parquet"),
+            "complaints": str(base / "complaints.parquet"), "departed_managers": departed}
+
+
+@task(name="list campaigns in the ledger", cache_policy=NO_CACHE)
+def campaigns_in_ledger_task(ledger_url: str) -> list[str]:
+    """Ids of every campaign with rows in the ledger (the dispatch flow serves them all)."""
+    from winback.ledger import Ledger
+
+    return list(Ledger(ledger_url).campaigns())
+
+
+def ensure_concurrency_limit(name: str, limit: int = 1) -> str:
+    """Create the global concurrency limit `name` if missing (without one, `concurrency()` is a no-op)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except Exception:  # ObjectNotFound: create it
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=limit))
+    return name
+
+
+@task(name="plan due cadence steps", cache_policy=NO_CACHE)
+def advance_cadence_task(campaign, world: str | None, ledger_url: str, now: pd.Timestamp) -> int:
+    """Plan step n+1 for customers of step n whose delay has passed and who have not come back."""
+    from winback.campaigns import plan_followup
+    from winback.ledger import Ledger
+
+    if len(campaign.cadence) < 2:
+        return 0
+    ledger = Ledger(ledger_url)
+    prior = ledger.rows(campaign.id)
+    if prior.empty or not _cadence_due(campaign, prior, now):
+        return 0
+    inputs = load_sources_task.fn(campaign, world)
+    since = now - pd.Timedelta(days=90)
+    planned = 0
+    for step in range(2, len(campaign.cadence) + 1):
+        rows = plan_followup(
+            campaign, step, prior, inputs.customers, inputs.orders, now=now,
+            suppressions=ledger.suppressions(), contact_history=ledger.contact_history(since),
+        )
+        if len(rows):
+            planned += ledger.plan(rows)
+            prior = ledger.rows(campaign.id)
+    get_run_logger().info("Planned %s rows of later cadence steps", planned)
+    return planned
+
+
+def _cadence_due(campaign, prior: pd.DataFrame, now: pd.Timestamp) -> bool:
+    """Cheap check before loading any data: is some later step due for someone not yet planned for it?"""
+    steps = prior["step"].astype(int)
+    sent = pd.to_datetime(prior.get("sent_at"), utc=True).fillna(pd.to_datetime(prior["send_at_utc"], utc=True))
+    for i in range(1, len(campaign.cadence)):
+        delay = pd.Timedelta(days=campaign.cadence[i].day - campaign.cadence[i - 1].day)
+        prev = (steps == i) & (sent + delay <= now)
+        done = set(prior.loc[steps == i + 1, "customer_id"])
+        if (prev & ~prior["customer_id"].isin(done)).any():
+            return True
+    return False
+
+
+def _provider_config(emulator_url: str | None, provider_config: str | None):
+    from winback.channels.providers import load_provider_config, provider_config_for_emulator
+
+    if (emulator_url is None) == (provider_config is None):
+        raise ConfigError("give exactly one of emulator_url and provider_config", field="provider_config")
+    if emulator_url:
+        smtp_port = None
+        if "#smtp=" in emulator_url:  # `http://127.0.0.1:8025#smtp=8026` carries the emulator's SMTP port
+            emulator_url, smtp_port = emulator_url.split("#smtp=")[0], int(emulator_url.split("#smtp=")[1])
+        return provider_config_for_emulator(emulator_url, smtp_port=smtp_port)
+    return load_provider_config(provider_config)
+
+
+async def _with_settings(campaign, emulator_url, provider_config, concurrency, uncertain_policy, body):
+    """Open the provider router and build the send settings for one batch, then run `body(settings)`."""
+    import os
+
+    from winback.channels.dispatch import SendSettings
+    from winback.channels.providers import Router
+    from winback.config import secret
+    from winback.render import Renderer
+
+    config = _provider_config(emulator_url, provider_config)
+    renderer = Renderer(campaign.templates_path(), locale_fallback=campaign.locale_fallback,
+                        unsubscribe_mailto=config.unsubscribe_mailto)
+    async with Router(config) as router:
+        settings = SendSettings(
+            router=router, renderer=renderer, unsubscribe_secret=secret("WINBACK_UNSUBSCRIBE_SECRET"),
+            public_url=os.environ.get("WINBACK_PUBLIC_URL") or config.public_url,
+            unsubscribe_mailto=config.unsubscribe_mailto, sender_email=campaign.brand.sender_email or config.sender_email,
+            sender_name=campaign.brand.sender_name or config.sender_name, sms_from=config.sms_from,
+            concurrency=concurrency, rate_limits=config.rate_limits, uncertain_policy=uncertain_policy,
+        )
+        return await body(settings)
+
+
+@task(name="reconcile interrupted sends", cache_policy=NO_CACHE)
+def reconcile_task(campaign, *, emulator_url, provider_config, ledger_url, now, concurrency,
+                   uncertain_policy) -> dict:
+    """Rows a crashed run left in `sending`: look each up at its provider before anything is resent."""
+    import asyncio
+
+    from winback.channels.dispatch import reconcile_in_flight
+    from winback.ledger import Ledger
+
+    ledger = Ledger(ledger_url)
+    if ledger.in_flight(campaign.id).empty:
+        return {"reconciled": {}, "status": ledger.status(campaign.id)}
+
+    async def body(settings):
+        return await reconcile_in_flight(ledger, settings, campaign_id=campaign.id)
+
+    summary = asyncio.run(_with_settings(campaign, emulator_url, provider_config, concurrency,
+                                         uncertain_policy, body))
+    get_run_logger().info("Reconciled interrupted sends: %s", summary.to_dict())
+    return {"reconciled": dict(summary.reconciled), "status": ledger.status(campaign.id)}
+
+
+@task(name="count due messages", cache_policy=NO_CACHE)
+def due_by_channel_task(ledger_url: str, campaign_id: str, now: pd.Timestamp) -> dict[str, int]:
+    """Planned rows whose send time has come, per channel (sizes the batches and the progress bar)."""
+    from winback.ledger import Ledger
+
+    rows = Ledger(ledger_url).rows(campaign_id)
+    if rows.empty:
+        return {}
+    due = rows[(rows["state"] == "planned") & (pd.to_datetime(rows["send_at_utc"], utc=True) <= now)]
+    return {str(k): int(v) for k, v in due["channel"].value_counts().sort_index().items()}

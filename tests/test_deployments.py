@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from flows.serve import PREFECT_YAML, load_deployment_specs, load_entrypoint, runner_deployments
 
 SPECS = load_deployment_specs(PREFECT_YAML)
