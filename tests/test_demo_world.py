@@ -237,3 +237,14 @@ def test_bad_arguments_and_missing_folders_are_clear_errors(tmp_path):
 def test_naive_as_of_is_read_as_utc():
     a = generate_world(50, seed=1, as_of=pd.Timestamp("2026-11-23 16:00"))
     assert a.as_of == AS_OF
+
+
+def test_the_world_passes_input_validation_without_quarantine(world, tmp_path):
+    from winback.sources import load_inputs
+
+    write_world(world, tmp_path / "w", csv=True)
+    for ext in ("parquet", "csv"):
+        inputs = load_inputs(*(tmp_path / "w" / f"{name}.{ext}" for name in ("customers", "orders", "complaints")),
+                             departed_managers=world.departed_managers)
+        assert inputs.counts == {} and inputs.quarantine.empty, ext
+        assert len(inputs.customers) == len(world.customers) and len(inputs.orders) == len(world.orders)

@@ -17,8 +17,8 @@ redeemed on the first returning order by 90% of incremental and 45% of baseline 
 
 Randomness is derived from a hash of (seed, campaign, customer id), so a customer's outcome does
 not depend on who else is in the frame, and a re-run gives identical orders. Order ids are
-`SIM-<campaign>-<customer>-<n>` so a re-run for a campaign replaces its orders instead of
-duplicating them (`simulated_order_prefix`).
+`SIM-<campaign>-<customer>-<n>` (`SIM-adhoc<seed>-…` when the contacts carry no `campaign_id`) so a
+re-run for a campaign replaces its orders instead of duplicating them (`simulated_order_prefix`).
 """
 
 from __future__ import annotations
@@ -96,8 +96,9 @@ def simulate_returns(contacts: pd.DataFrame, truth: pd.DataFrame, *, days: int =
     frame = _contacts_frame(contacts)
     if frame.empty:
         return _empty_orders()
-    campaign = (str(frame["campaign_id"].iloc[0]) if "campaign_id" in frame.columns
-                and frame["campaign_id"].notna().any() else "adhoc")
+    # Without a campaign id the seed names the run, so two ad-hoc simulations never share order ids.
+    campaign = (str(frame["campaign_id"].dropna().iloc[0]) if "campaign_id" in frame.columns
+                and frame["campaign_id"].notna().any() else f"adhoc{int(seed)}")
     t_idx = pd.Index(truth["customer_id"].astype("str")).get_indexer(frame["customer_id"])
     if (t_idx < 0).any():
         unknown = frame["customer_id"].to_numpy()[t_idx < 0][0]
