@@ -1,0 +1,84 @@
+"""Crash safety of `winback send`: SIGKILL a sending subprocess at ≥10 random moments, then re-run; the
+emulator must have seen every ledger key exactly once and every planned message must be sent.
+
+Each kill costs a process start (pandas, SQLAlchemy, httpx imports), so the file is marked `slow`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from test_channels_support import make_plan, write_templates
+from winback.channels.emulator import EmulatorServer
+from winback.ledger import Ledger
+
+NOW = "2026-11-21T00:00:00Z"
+SECRET = "unsubscribe-secret-for-tests"
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow
+
+
+def _env():
+    return {**os.environ, "WINBACK_UNSUBSCRIBE_SECRET": SECRET, "PYTHONPATH": str(REPO / "src"),
+            "WINBACK_PUBLIC_URL": "https://events.example.com"}
+
+
+def test_kill_minus_nine_at_random_points_then_rerun_sends_each_key_exactly_once(tmp_path):
+    """≥10 SIGKILLs of a sending subprocess at random moments; the final run completes the plan."""
+    templates = write_templates(tmp_path)
+    with EmulatorServer(seed=9, subprocess=True, smtp=False) as emu:
+        emu.set_faults(0.05, kinds=("429", "503", "drop"), retry_after="0.05")
+        _kill_and_resume(emu, tmp_path, templates)
+
+
+def _kill_and_resume(emu, tmp_path, templates):
+    n = 300
+    plan_path = tmp_path / "plan.parquet"
+    make_plan(n, channel=["email", "sms", "webhook"]).to_parquet(plan_path)
+    ledger_url = f"sqlite:///{tmp_path}/l.db"
+    # Only the channels' commands are loaded (not every package's CLI): a faster start per kill.
+    runner = ("import sys, typer; from winback.channels import cli; app = typer.Typer(); cli.register(app); "
+              "app(sys.argv[1:], prog_name='winback')")
+    cmd = [sys.executable, "-c", runner, "send", "--plan", str(plan_path), "--emulator", emu.url,
+           "--ledger", ledger_url, "--now", NOW, "--templates", str(templates), "--no-progress", "--json",
+           "--batch-size", "10", "--concurrency", "4"]
+    rng = random.Random(20261123)
+    kills = 0
+    with httpx.Client() as client:
+        def accepted():
+            return client.get(f"{emu.url}/_emulator/stats").json()["accepted"]
+
+        while kills < 10:
+            before = accepted()
+            if before >= n - 20:
+                break
+            proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            target = before + rng.randint(1, 12)
+            deadline = time.monotonic() + 60
+            while accepted() < target and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0, 0.02))
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+                kills += 1
+            proc.wait()
+    assert kills >= 10
+    final = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=120)
+    assert final.returncode == 0, final.stderr[-2000:]
+    summary = json.loads(final.stdout.strip().splitlines()[-1])
+    stats = emu.stats()
+    status = Ledger(ledger_url).status()
+    assert status["sent"] == n and status["sending"] == 0 and status["planned"] == 0
+    assert stats["duplicates"] == 0 and stats["unique_keys"] == n == stats["accepted"]
+    assert summary["failed_total"] == 0
