@@ -160,16 +160,16 @@ def _offer_params(ledger: pd.DataFrame) -> pd.DataFrame:
     has_coupon = ledger["coupon_code"].notna().to_numpy()
     if "context" in ledger.columns and has_coupon.any():
         ctx = pd.DataFrame({"i": np.flatnonzero(has_coupon),
-                            "context": ledger["context"].astype("string").to_numpy()[has_coupon]})
+                            "context": ledger["context"].astype("string")[has_coupon].reset_index(drop=True)})
         con = duckdb.connect()
         try:
             con.register("ctx", ctx)
             got = con.execute(
-                """SELECT i,
-                     CASE WHEN json_valid(context) THEN TRY_CAST(json_extract_string(context, '$.offer.percent') AS DOUBLE) END AS percent,
-                     CASE WHEN json_valid(context) THEN TRY_CAST(json_extract_string(context, '$.offer.amount') AS DOUBLE) END AS amount_off,
-                     CASE WHEN json_valid(context) THEN TRY_CAST(json_extract_string(context, '$.offer.cost') AS DOUBLE) END AS fixed_cost
-                   FROM ctx ORDER BY i"""
+                """SELECT i, TRY_CAST(v[1] AS DOUBLE) AS percent, TRY_CAST(v[2] AS DOUBLE) AS amount_off,
+                          TRY_CAST(v[3] AS DOUBLE) AS fixed_cost
+                   FROM (SELECT i, CASE WHEN json_valid(context) THEN json_extract_string(
+                                   context, ['$.offer.percent', '$.offer.amount', '$.offer.cost']) END AS v
+                         FROM ctx) ORDER BY i"""
             ).df()
         finally:
             con.close()
@@ -210,7 +210,8 @@ def prepare_ledger(ledger_rows: pd.DataFrame) -> pd.DataFrame:
                         column="send_at_utc")
     led["sent_at"] = _utc(led["sent_at"], "sent_at") if "sent_at" in led else pd.NaT
     led["state"] = led["state"].astype("string") if "state" in led else pd.NA
-    pairs = led[["customer_id", "arm"]].drop_duplicates()
+    repeated = led["customer_id"].duplicated(keep=False).to_numpy()
+    pairs = led.loc[repeated, ["customer_id", "arm"]].drop_duplicates()
     both = pairs["customer_id"].duplicated(keep=False)
     if both.any():
         who = pairs.loc[both, "customer_id"].unique()[:3].tolist()
@@ -224,7 +225,9 @@ def prepare_ledger(ledger_rows: pd.DataFrame) -> pd.DataFrame:
     led["really_sent"] = (led["state"] == "sent").fillna(False).astype(bool) & led["sent_at"].notna()
     # Treatment rows start their window at the real send when there was one; holdout at the plan.
     led["contact_at"] = led["send_at_utc"].where(~led["really_sent"], led["sent_at"])
-    return led.sort_values(["customer_id", "step"], kind="stable").reset_index(drop=True)
+    led.attrs["one_row_per_customer"] = not repeated.any()
+    # Stable by step: each customer's first step comes first (customer order is kept as given).
+    return led.sort_values("step", kind="stable").reset_index(drop=True)
 
 
 # -- attribution (DuckDB) --------------------------------------------------------------------------
@@ -289,14 +292,15 @@ def attribute_orders(
     end = start + int(round(window_days * _US_PER_DAY))
     if as_of is not None:
         end = np.minimum(end, as_of.tz_convert("UTC").value // 1000 + 1)
-    u = pd.DataFrame({"unit": units["unit"].to_numpy(), "customer_id": units["customer_id"].astype(str).to_numpy(),
+    u = pd.DataFrame({"unit": units["unit"].to_numpy(),
+                      "customer_id": units["customer_id"].astype("string").reset_index(drop=True),
                       "t0": start.to_numpy(), "t1": np.asarray(end)})
     con = duckdb.connect()
     try:
         con.execute("SET threads TO 2")
         _orders_relation(con, orders)
         con.register("u", u)
-        con.register("c", coupons.astype({"customer_id": str, "coupon_code": str}))
+        con.register("c", coupons.astype({"customer_id": "string", "coupon_code": "string"}))
         result = con.execute(
             f"""
             WITH hits AS (
@@ -340,13 +344,21 @@ def _coupon_table(led: pd.DataFrame) -> pd.DataFrame:
 
 
 def _customer_units(led: pd.DataFrame) -> pd.DataFrame:
+    cols = ["campaign_id", "customer_id", "arm", "offer", "offer_kind", "coupon_code", "value_tier", "lapse_stage",
+            "likely_reason", "channel"]
+    if led.attrs.get("one_row_per_customer"):
+        # No follow-up steps yet: each row is a customer (the common case, and the big one).
+        units = led[cols + ["contact_at", "really_sent"]].rename(columns={"really_sent": "contacted"})
+        units["delivered"] = units["contacted"] & ~led["delivery_status"].eq("bounced").fillna(False).to_numpy()
+        units["steps"] = led["step"].to_numpy()
+        units.insert(0, "unit", np.arange(len(units), dtype="int64"))
+        return units
     first = led.drop_duplicates("customer_id", keep="first")  # sorted by step: the first step's attributes
     g = led.groupby("customer_id", sort=False)
     contact = g["contact_at"].min()
     sent = g["really_sent"].any()
     bounced = led["delivery_status"].eq("bounced").fillna(False).groupby(led["customer_id"], sort=False).any()
-    units = first[["campaign_id", "customer_id", "arm", "offer", "offer_kind", "coupon_code", "value_tier",
-                   "lapse_stage", "likely_reason", "channel"]].copy()
+    units = first[cols].copy()
     units["contact_at"] = units["customer_id"].map(contact)
     units["contacted"] = units["customer_id"].map(sent).astype(bool)
     units["delivered"] = units["contacted"] & ~units["customer_id"].map(bounced).astype(bool)
@@ -541,8 +553,7 @@ def _step_breakdown(led, units, coupons, orders, window_days, as_of, confidence)
     # only later steps need a join of their own.
     if not steps["customer_id"].duplicated().any():
         # One row per customer (no follow-ups yet): the customer-level attribution is the step's.
-        return _group_comparisons(units.assign(step=units["customer_id"].map(
-            steps.set_index("customer_id")["step"])), "step", confidence)
+        return _group_comparisons(units.assign(step=units["steps"]), "step", confidence)
     known = units.set_index("customer_id")["contact_at"].reindex(steps["customer_id"])
     same = (steps["contact_at"].to_numpy(dtype="datetime64[ns]") == known.to_numpy(dtype="datetime64[ns]"))
     reused = steps[same].merge(units[["customer_id", "orders", "revenue", "first_order_days", "coupons_redeemed",
