@@ -145,10 +145,21 @@ def _py(value: Any) -> Any:
     return value
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+dumps = _ENCODER.encode
+
+
 def _column(frame: pd.DataFrame, name: str) -> list[Any]:
+    """A column as JSON-safe Python values (NA → None, datetimes → ISO strings), vectorized."""
     if name not in frame.columns:
         return [None] * len(frame)
-    return [_py(v) for v in frame[name].tolist()]
+    values = frame[name]
+    if pd.api.types.is_datetime64_any_dtype(values.dtype):
+        values = values.map(lambda t: None if pd.isna(t) else t.isoformat())
+    elif pd.api.types.is_bool_dtype(values.dtype) or pd.api.types.is_numeric_dtype(values.dtype):
+        return [_py(v) for v in values.tolist()]
+    obj = values.astype(object)
+    return obj.where(values.notna(), None).tolist()
 
 
 def _iso_dates(values: pd.Series) -> list[str | None]:
@@ -190,30 +201,42 @@ def build_contexts(frame: pd.DataFrame, campaign: Campaign, *, as_of: pd.Timesta
     extra_cols = {name: _column(rows, name) for name in extras}
     offer_ids = _column(rows, "offer")
     codes = _column(rows, "coupon_code")
+    calls = list(zip(_column(rows, "call_history"), _column(rows, "talking_point"), strict=True)) \
+        if "call_history" in rows else [(None, None)] * len(rows)
+    # Expiry per (offer, local send day) and title per (offer, locale): few distinct values, cached.
+    days = [None if pd.isna(d) else d for d in send_day]
+    offer_cache: dict[tuple[str, Any, Any], dict[str, Any]] = {}
+    default_locale = campaign.policy.default_locale
     texts: list[str] = []
     for i in range(len(rows)):
         customer = {k: v[i] for k, v in customer_cols.items()}
-        customer.update({k: v[i] for k, v in extra_cols.items()})
+        for k, v in extra_cols.items():
+            customer[k] = v[i]
         offer = offers.get(offer_ids[i]) if offer_ids[i] else None
         offer_ctx = None
         survey = None
         if offer is not None:
-            day = send_day.iloc[i]
-            expires = None if pd.isna(day) else (day + pd.Timedelta(days=offer.valid_days)).strftime("%Y-%m-%d")
-            offer_ctx = {
-                "id": offer.id, "kind": offer.kind,
-                "title": _title(offer.title, customer["locale"] or campaign.policy.default_locale,
-                                campaign.locale_fallback),
-                "percent": offer.percent, "amount": offer.amount, "min_spend": offer.min_spend,
-                "points": offer.points, "expires_at": expires, "currency": campaign.brand.currency,
-            }
+            key = (offer.id, days[i], customer["locale"])
+            offer_ctx = offer_cache.get(key)
+            if offer_ctx is None:
+                day = days[i]
+                expires = None if day is None else (day + pd.Timedelta(days=offer.valid_days)).strftime("%Y-%m-%d")
+                offer_ctx = offer_cache[key] = {
+                    "id": offer.id, "kind": offer.kind,
+                    "title": _title(offer.title, customer["locale"] or default_locale, campaign.locale_fallback),
+                    "percent": offer.percent, "amount": offer.amount, "min_spend": offer.min_spend,
+                    "points": offer.points, "expires_at": expires, "currency": campaign.brand.currency,
+                }
             survey = offer.survey_url
         ctx = {
             "customer": customer, "offer": offer_ctx, "coupon_code": codes[i],
             "history": {k: v[i] for k, v in history_cols.items()}, "brand": brand,
             "survey_url": survey, "step": int(step),
         }
-        texts.append(json.dumps(ctx, ensure_ascii=False, separators=(",", ":"), default=str))
+        if calls[i][0] is not None:
+            # The call list's one-line history and talking point travel in the context too.
+            ctx["call"] = {"history": calls[i][0], "talking_point": calls[i][1]}
+        texts.append(dumps(ctx))
     out.loc[rows.index] = texts
     return out
 
@@ -243,12 +266,6 @@ def _finish(frame: pd.DataFrame, campaign: Campaign, *, as_of: pd.Timestamp, ste
         frame.loc[calls, "call_history"] = call_history_line(sub, campaign, as_of=as_of)
         frame.loc[calls, "talking_point"] = talking_point(sub, campaign)
     frame["context"] = build_contexts(frame, campaign, as_of=as_of, step=step, extras=extras)
-    if calls.any():
-        # The call list's one-line history and talking point travel in the context too.
-        for idx in frame.index[calls]:
-            ctx = json.loads(frame.at[idx, "context"])
-            ctx["call"] = {"history": frame.at[idx, "call_history"], "talking_point": frame.at[idx, "talking_point"]}
-            frame.at[idx, "context"] = json.dumps(ctx, ensure_ascii=False, separators=(",", ":"))
     frame["campaign_id"] = campaign.id
     frame["step"] = int(step)
     frame["as_of"] = as_of

@@ -5,6 +5,7 @@ Written in the customer's language (Chinese for zh-*, English otherwise), becaus
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -55,13 +56,27 @@ def _lang(locale: object) -> str:
     return "zh" if isinstance(locale, str) and locale.lower().startswith("zh") else "en"
 
 
+@lru_cache(maxsize=8)
+def _babel_locale(lang: str):
+    from babel import Locale
+
+    return Locale.parse("zh_CN" if lang == "zh" else "en_US")
+
+
 def _money(amount: float, currency: str, lang: str) -> str:
     try:
         from babel.numbers import format_currency
 
-        return format_currency(amount, currency, locale="zh_CN" if lang == "zh" else "en_US")
+        return format_currency(amount, currency, locale=_babel_locale(lang))
     except Exception:  # an unknown currency code must not stop a call list
         return f"{amount:,.2f} {currency}"
+
+
+def _records(frame: pd.DataFrame, columns: list[str]) -> list[dict]:
+    """Rows as plain dicts of the given columns (absent ones → None); much faster than iterrows."""
+    data = {c: (frame[c].tolist() if c in frame.columns else [None] * len(frame)) for c in columns}
+    return [dict(zip(data, values, strict=True)) for values in zip(*data.values(), strict=True)] \
+        if len(frame) else []
 
 
 def call_history_line(frame: pd.DataFrame, campaign: Campaign, *, as_of: pd.Timestamp) -> list[str]:
@@ -70,13 +85,15 @@ def call_history_line(frame: pd.DataFrame, campaign: Campaign, *, as_of: pd.Time
     currency = campaign.brand.currency
     last = pd.to_datetime(frame["last_order_at"], utc=True) if "last_order_at" in frame else \
         pd.Series(pd.NaT, index=frame.index)
-    for i, (_, row) in enumerate(frame.iterrows()):
+    rows = _records(frame, ["locale", "total_spend", "n_orders", "likely_reason", "complaint_open"])
+    for i, row in enumerate(rows):
         lang = _lang(row.get("locale"))
         ts = last.iloc[i]
         spend = row.get("total_spend")
         orders = row.get("n_orders")
         reason = REASON_LABEL[lang].get(str(row.get("likely_reason")), str(row.get("likely_reason")))
-        complaint = bool(row.get("complaint_open")) if pd.notna(row.get("complaint_open", pd.NA)) else False
+        flag = row.get("complaint_open")
+        complaint = bool(flag) if flag is not None and not pd.isna(flag) else False
         days = None if pd.isna(ts) else int((as_of - ts).total_seconds() // 86400)
         if lang == "zh":
             parts = ["从未下单" if days is None else f"上次下单 {ts:%Y-%m-%d}（{days} 天前）"]
@@ -106,7 +123,7 @@ def talking_point(frame: pd.DataFrame, campaign: Campaign) -> list[str]:
 
     offers = {o.id: o for o in campaign.offers}
     out: list[str] = []
-    for _, row in frame.iterrows():
+    for row in _records(frame, ["locale", "top_category", "likely_reason", "offer", "coupon_code"]):
         lang = _lang(row.get("locale"))
         category = row.get("top_category")
         category = category if isinstance(category, str) and category else ("常购品类" if lang == "zh" else "usual")
