@@ -86,6 +86,24 @@ def lookup(values: pd.Series, keys: pd.Series) -> np.ndarray:
         return pd.Index(keys.astype(object)).get_indexer(values.astype(object)).astype(np.int64)
 
 
+def first_occurrence(values: pd.Series) -> np.ndarray:
+    """For each value, the position of its first occurrence (itself when first); values must not be NA.
+
+    Arrow's hash lookup against the column itself returns first positions: one pass, ~2x faster than
+    `Series.duplicated` (which factorizes) on Arrow strings.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        array = _arrow_strings(values)
+        return pc.index_in(array, value_set=array).to_numpy(zero_copy_only=False).astype(np.int64)
+    except (TypeError, pa.ArrowException):
+        codes, _ = pd.factorize(values.astype(object))
+        first = pd.Series(np.arange(len(codes))).groupby(codes).transform("min")
+        return first.to_numpy(dtype=np.int64)
+
+
 def _arrow_strings(series: pd.Series):
     import pyarrow as pa
 
@@ -223,7 +241,7 @@ def valid_emails(emails: pd.Series) -> np.ndarray:
     if fast.any():
         lowered = emails[fast].str.lower()
         domain_ok = lowered.str.len().to_numpy() <= 254
-        domain_ok &= (lowered.str.split("@").str[0].str.len() <= 64).to_numpy(dtype=bool)
+        domain_ok &= (lowered.str.find("@") <= 64).to_numpy(dtype=bool)  # the local part
         for tld in _SPECIAL_USE_TLDS:
             domain_ok &= ~lowered.str.endswith("." + tld).to_numpy(dtype=bool)
         # 'xn--' and other '--' labels need IDNA checks: leave them to email-validator.
@@ -250,7 +268,13 @@ def _email_validator_ok(value: str) -> bool:
 
 def normalize_phones(phones: pd.Series) -> pd.Series:
     """Drop the spaces, dashes, dots and parentheses people type inside numbers (+86 138-0013-8000)."""
-    return phones.str.replace(_PHONE_PUNCTUATION, "", regex=True)
+    # The regex replace runs per value in Python: only on the values that need it.
+    messy = phones.str.contains(r"[^+0-9]", regex=True).fillna(False).to_numpy(dtype=bool)
+    if not messy.any():
+        return phones
+    out = phones.copy()
+    out[messy] = phones[messy].str.replace(_PHONE_PUNCTUATION, "", regex=True)
+    return out
 
 
 def valid_e164(phones: pd.Series) -> np.ndarray:

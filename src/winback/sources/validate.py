@@ -163,16 +163,15 @@ def _text(frame: pd.DataFrame, column: str) -> pd.Series:
 
 def _first_valid_duplicates(ids: pd.Series, otherwise_bad: np.ndarray, name: str) -> tuple[np.ndarray, pd.Series]:
     """Duplicates among rows that are otherwise valid (the first such row wins), with a reason per row."""
-    candidates = ~otherwise_bad & ids.notna().to_numpy()
+    positions = np.flatnonzero(~otherwise_bad & ids.notna().to_numpy())
+    first = fields.first_occurrence(ids.iloc[positions])
+    later = first != np.arange(len(positions))
     dup = np.zeros(len(ids), dtype=bool)
-    dup[candidates] = ids[candidates].duplicated(keep="first").to_numpy()
-    if not dup.any():
+    dup[positions[later]] = True
+    if not later.any():
         return dup, pd.Series(dtype="str")
-    kept = ids[candidates & ~dup]
-    first_row = pd.Series(np.flatnonzero(candidates & ~dup) + 1, index=kept.to_numpy())
-    later = ids[dup]
-    text = f"same {name} as row " + later.map(first_row).astype("int64").astype("str") + " (that one is kept)"
-    return dup, text
+    kept_row = pd.Series(positions[first[later]] + 1, index=positions[later]).astype("str")
+    return dup, f"same {name} as row " + kept_row + " (that one is kept)"
 
 
 def validate_customers(
