@@ -79,7 +79,8 @@ def read_csv(path: Path, *, encoding: str = "utf-8-sig") -> pd.DataFrame:
             read_options=pacsv.ReadOptions(encoding=arrow_encoding, block_size=1 << 24),
             parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
             convert_options=pacsv.ConvertOptions(
-                column_types={name: pa.string() for name in header},
+                # Text for every column, under the name with and without a BOM (Arrow drops it).
+                column_types={n: pa.string() for name in header for n in (name, name.lstrip("\ufeff"))},
                 strings_can_be_null=True,
                 null_values=[""],
                 quoted_strings_can_be_null=True,
