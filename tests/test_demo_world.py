@@ -160,10 +160,15 @@ def test_truth_probabilities_are_consistent(world):
     for col in PROBABILITY_COLUMNS:
         assert (t[col] >= t["p_base"] - 1e-12).all(), col
     assert t.loc[t["alive"], "p_base"].mean() > 5 * t.loc[~t["alive"], "p_base"].mean()
-    # Dead customers carry the slipping reasons; alive ones are `none` unless they moved to a competitor.
-    assert set(t.loc[t["alive"], "true_reason"]) <= {"none", "competitor"}
+    # Slipping customers (faded or dead) carry every reason; alive slipping ones buy less than healthy ones.
     lapsed = t[~t["alive"] & t["true_reason"].ne("none")]
     assert set(lapsed["true_reason"]) == set(REASONS) - {"none"}
+    fading = t["alive"] & t["true_reason"].ne("none")
+    healthy = t["alive"] & t["true_reason"].eq("none")
+    assert 0.1 < fading.sum() / t["alive"].sum() < 0.7
+    assert t.loc[fading, "p_base"].mean() < t.loc[healthy, "p_base"].mean()
+    assert (~t["alive"] & t["true_reason"].eq("none")).sum() == (~world.customers["customer_id"].isin(
+        world.orders["customer_id"])).sum()  # only those who never ordered are dead without a reason
     # Offers matched to the reason move the needle more than mismatched ones.
     svc = t[t["true_reason"] == "service"]
     assert (svc["p_service_recovery"] - svc["p_base"]).mean() > 2 * (svc["p_reminder"] - svc["p_base"]).mean()
@@ -190,7 +195,7 @@ def test_every_offer_kind_is_truly_best_for_some_group_and_effects_are_realistic
     gold = frame[(frame["tier"] == "gold") & ~frame["bday"] & (frame["reason"] != "none")]
     assert (gold[list(OFFER_KINDS)].max(axis=1) >= 0.05).all()
     none = frame[frame["reason"] == "none"]
-    assert none[list(OFFER_KINDS)].to_numpy().max() < 0.045  # pull-forward only
+    assert none[list(OFFER_KINDS)].to_numpy().max() < 0.10  # pull-forward only
 
 
 def test_bgnbd_fit_on_the_world_recovers_sensible_parameters():

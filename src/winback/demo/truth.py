@@ -6,7 +6,7 @@ placing at least one order in the next 30 days:
 
 Baseline (no contact)
     alive:  p_base = 1 − exp(−30·λ_eff)                      (Poisson purchases at rate λ_eff/day;
-            λ_eff = λ·(1 − favourite share) for customers who moved a category to a competitor)
+            λ_eff = λ × 0.12 once faded × (1 − favourite share) after a move to a competitor)
     dead:   p_base = 0.004 + 0.03·exp(−d/120)                (spontaneous reactivation, d = days since
             their last order; a customer who dropped out recently sometimes wanders back)
     never ordered: p_base = 0.01
@@ -17,20 +17,21 @@ Treated with an offer of kind k (a message carrying it)
 where E is the effect table below (absolute probability for a gold-ish customer), M_k the kind's
 tier affinity (points please big spenders, free shipping small baskets), R[tier] the general
 responsiveness of the tier, F = 0.35 + 0.65·exp(−d/365) for dead customers (lost long ago ⇒ harder
-to win back; F = 1 for alive ones) and B_k the birthday factor (birthday_gift ×2.5 when the birthday
-falls in the next 30 days, ×0.3 otherwise; 1 for the other kinds).
+to win back; F = 1 for alive ones) and B_k the birthday factor (birthday_gift ×2 when the birthday
+falls in the next 30 days, ×0.3 otherwise; 1 for the other kinds); u_k is capped at 0.15.
 A call by the account manager (channel `call_task`) uses the `call` column of E with
 R[tier]·F, ×0.6 when the customer has no account manager (a service agent calls instead).
 
 Which offer is truly best (u_k before R and F, which scale all kinds alike):
-    service      → service_recovery (≈11 pp)        price      → percent_off (≈8–11 pp)
+    service      → service_recovery (11 pp)          price      → percent_off (8–11 pp)
     competitor   → amount_off (gold/iron/lead), bonus_points (platinum)
-    manager_left → call (≈12 pp); among messages bonus_points (platinum/gold/iron), amount_off (lead)
-    forgotten    → reminder (platinum/gold/iron), free_shipping (lead); birthday_gift for anyone whose
-                   birthday is in the window (≈10 pp × tier affinity)
-    none         → small pull-forward effects (≤ 2 pp; up to ≈4 pp for a birthday gift in the window)
+    manager_left → call (12 pp); among messages bonus_points (platinum/gold/iron), amount_off (lead)
+    forgotten    → reminder (10 pp: platinum/gold/iron), free_shipping (lead); birthday_gift for
+                   anyone whose birthday is in the window (11 pp × tier affinity)
+    none         → pull-forward of purchases: percent_off/amount_off ≈ 4–6 pp (≤ 10 pp at most)
 so each kind wins for some (tier, reason) group, and a learner can find it. The largest effects
-(≈12–15 pp) need a well-matched offer on a recently lapsed platinum/gold customer.
+(12–15 pp) need a well-matched offer on a slipping (faded) or recently lapsed platinum/gold customer;
+a typical lapsing audience averages ≈ 4 pp.
 
 Returning customers order for `return_order_value` = their own mean order value (Gamma-Gamma mean).
 """
@@ -54,8 +55,8 @@ EFFECT = pd.DataFrame(
         [0.010, 0.100, 0.080, 0.030, 0.050, 0.030, 0.010, 0.020],  # price
         [0.020, 0.030, 0.030, 0.055, 0.015, 0.040, 0.030, 0.120],  # manager_left
         [0.010, 0.060, 0.080, 0.035, 0.030, 0.020, 0.010, 0.040],  # competitor
-        [0.050, 0.035, 0.035, 0.030, 0.035, 0.040, 0.005, 0.030],  # forgotten
-        [0.008, 0.015, 0.015, 0.015, 0.010, 0.010, 0.002, 0.008],  # none
+        [0.100, 0.055, 0.055, 0.045, 0.060, 0.055, 0.010, 0.050],  # forgotten
+        [0.040, 0.055, 0.055, 0.035, 0.040, 0.030, 0.005, 0.035],  # none: pull-forward of purchases
     ],
     index=list(REASONS),
     columns=list(EFFECT_COLUMNS),
@@ -77,7 +78,8 @@ TIER_AFFINITY = pd.DataFrame(
 )
 # General responsiveness R[tier] to any win-back contact.
 TIER_RESPONSIVENESS = pd.Series([1.25, 1.15, 1.0, 0.8], index=list(VALUE_TIERS))
-BIRTHDAY_IN_WINDOW = 2.5
+BIRTHDAY_IN_WINDOW = 2.0
+MAX_EFFECT = 0.15  # no single contact adds more than 15 points of 30-day return probability
 BIRTHDAY_OUT_OF_WINDOW = 0.3
 CALL_WITHOUT_MANAGER = 0.6
 PROBABILITY_COLUMNS = tuple(f"p_{k}" for k in OFFER_KINDS) + ("p_call",)
@@ -118,7 +120,7 @@ def incremental_effects(reason: np.ndarray, tier: np.ndarray, alive: np.ndarray,
             u = u * np.where(birthday_window, BIRTHDAY_IN_WINDOW, BIRTHDAY_OUT_OF_WINDOW)
         if kind == "call":
             u = u * np.where(has_manager, 1.0, CALL_WITHOUT_MANAGER)
-        out[kind] = np.clip(u, 0.0, 0.5)
+        out[kind] = np.clip(u, 0.0, MAX_EFFECT)
     return out
 
 

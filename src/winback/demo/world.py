@@ -4,23 +4,35 @@ Everything is vectorized numpy (no per-customer Python loop), deterministic give
 anchored at `as_of` (the clock is never read here). Time `t` is in days since the start of the
 history, `H` = 730 days before `as_of`.
 
-Purchases and dropout (BG/NBD, Fader, Hardie & Lee 2005, with causes of death)
-    λ_i ~ Gamma(r=1.1, rate α=18)/day          purchase rate while alive (mean ≈ 22 orders/year)
+Purchases, fading and dropout (BG/NBD, Fader, Hardie & Lee 2005, with causes)
+    λ_i ~ Gamma(r=1.1, rate α=11)/day          purchase rate while healthy (mean ≈ 36 orders/year)
     p_i ~ Beta(a=0.7, b=7)                     dropout probability after each purchase (×1.4 for
                                                price-sensitive customers)
     t0_i ~ U(0, H−14)                          first purchase (acquisition spread over two years)
-    Given alive, purchases after t0 form a Poisson(λ_i) process on (t0, H); after every purchase the
-    customer dies with probability 1 − (1−p_i)(1−h_service)(1−h_manager)(1−h_competitor) where the
-    extra hazards are
-      h_service    = 0.45 if that purchase raised a complaint left unresolved, else 0
-      h_manager    = 0.40 if the customer's account manager left before that purchase, else 0
-      h_competitor = 0.08 if the customer already moved a favourite category to a competitor
-    The first cause that fires names the death (service > manager_left > competitor > base); a
-    base death is `price` for price-sensitive customers (s > 0.5) and `forgotten` otherwise.
-    Simulation: n_i = 1 + Poisson(λ_i·(H−t0_i)) candidate purchases, placed as uniform order
-    statistics via normalised exponential spacings; a grouped cumulative sum keeps every purchase up
-    to and including the first death. Fitting BG/NBD on the result recovers r/α near the truth and
-    a/b reflecting the mixture of base and event-driven dropout.
+    Candidate purchases after t0 form a Poisson(λ_i) process on (t0, H). After every purchase:
+    * the customer may start to *fade* (a lasting drop of their rate to 0.12·λ_i, i.e. later
+      candidates are kept with probability 0.12), with probability
+      1 − (1−f_service)(1−f_manager)(1−f_price)(1−f_forgotten):
+        f_service = 0.35 if that purchase raised a complaint left unresolved
+        f_manager = 0.30 if their account manager had left by then
+        f_price   = 0.06 for price-sensitive customers (s > 0.5)
+        f_forgotten = 0.03 for everyone (drifting away with no particular reason)
+      the first fade names its reason (service > manager_left > price > forgotten);
+    * the customer may die (BG/NBD dropout) with probability
+      1 − (1−p_i)(1−h_service)(1−h_manager)(1−h_competitor):
+        h_service = 0.35 if that purchase raised a complaint left unresolved
+        h_manager = 0.30 if their account manager had left by then
+        h_competitor = 0.08 once they moved a favourite category to a competitor (below)
+      and an explicit cause (service > manager_left > competitor) names the death; a base death
+      (p_i) is blamed on the fade that preceded it, else `price` for price-sensitive customers and
+      `forgotten` otherwise.
+    Simulation: n_i = 1 + Poisson(λ_i·(H−t0_i)) candidates placed as uniform order statistics via
+    normalised exponential spacings; grouped cumulative sums thin the candidates after the first
+    fade and keep every purchase up to and including the first death. Fitting BG/NBD on the result
+    gives a mean rate below λ's (fading and category switching thin purchases) and a/b reflecting
+    the mixture of base and event-driven dropout.
+    Truth reason: alive and not faded → `none` (or `competitor` after a switch); faded → the fade's
+    reason; dead → the cause of death above.
 Spend (Gamma-Gamma, Fader, Hardie & Lee 2005 "RFM and CLV")
     ν_i ~ Gamma(q=3.5, rate γ=104); order value z ~ Gamma(p=6, rate ν_i) so the customer's mean
     order value is 6/ν_i (median ≈ 210, heavy right tail), times a category price factor.
@@ -31,7 +43,7 @@ Categories: a favourite category (by popularity) takes a Beta(5,3) share of a cu
 Discounts: price sensitivity s_i ~ Beta(0.7, 2.5); an order is discounted with probability
     0.08 + 0.8·s_i, by 10/15/20/30%. `amount` is what was paid, `discount` the money taken off.
 Complaints: per order with probability c_i ~ Beta(0.6, 20), created 2 h–5 days after the order,
-    resolved with probability 0.65 (unresolved ones raise dropout, see h_service).
+    resolved with probability 0.65 (unresolved ones make fading and dropout likelier, see above).
 Account managers: the top ~8% of customers by true value get one (90% of platinum, 75% of gold);
     one manager per ~150 such customers, ~25% of managers left the company 20–420 days before
     `as_of` (`World.managers`, `World.departed_managers`).
@@ -78,7 +90,7 @@ class WorldParams:
 
     history_days: int = 730
     r: float = 1.1
-    alpha: float = 18.0
+    alpha: float = 11.0
     a: float = 0.7
     b: float = 7.0
     price_dropout_factor: float = 1.4
@@ -91,9 +103,14 @@ class WorldParams:
     complaint_a: float = 0.6
     complaint_b: float = 20.0
     complaint_resolved: float = 0.65
-    h_service: float = 0.45
-    h_manager: float = 0.40
+    h_service: float = 0.35
+    h_manager: float = 0.30
     h_competitor: float = 0.08
+    f_service: float = 0.35
+    f_manager: float = 0.30
+    f_price: float = 0.06
+    f_forgotten: float = 0.03
+    fade_keep: float = 0.12
     customers_per_manager: int = 150
     departed_manager_share: float = 0.25
     tier_quantiles: tuple[float, float, float] = (0.985, 0.92, 0.65)
@@ -141,7 +158,7 @@ def generate_world(n_customers: int, *, seed: int, as_of, params: WorldParams = 
     rows = _simulate_purchases(lat, rng, params, H)
     orders, complaints = _orders_and_complaints(lat, rows, rng, params, H, as_of)
     customers = _customers(lat, manager_idx, managers, rng, H, as_of)
-    truth = _truth(lat, rows, customers, H, as_of)
+    truth = _truth(lat, rows, customers, H, as_of, params)
     return World(customers=customers, orders=orders, complaints=complaints, truth=truth,
                  managers=managers, as_of=as_of, seed=int(seed))
 
@@ -239,17 +256,40 @@ def _simulate_purchases(lat, rng, prm: WorldParams, H: float) -> dict[str, np.nd
     has = counts > 0
     complaint = rng.random(total, dtype=np.float32) < lat["complaint_rate"][g]
     unresolved = complaint & (rng.random(total, dtype=np.float32) >= prm.complaint_resolved)
+    after_manager = t > lat["manager_left_t"][g]
+    # Fading: a purchase may trigger a lasting drop of the rate to `fade_keep`·λ (thinning the later
+    # candidates) — the slipping-but-alive customers a win-back campaign is really for.
+    f_service = unresolved & (rng.random(total, dtype=np.float32) < prm.f_service)
+    f_manager = after_manager & (rng.random(total, dtype=np.float32) < prm.f_manager)
+    f_price = lat["price_sensitive"][g] & (rng.random(total, dtype=np.float32) < prm.f_price)
+    f_forgotten = rng.random(total, dtype=np.float32) < prm.f_forgotten
+    fade = f_service | f_manager | f_price | f_forgotten
+    fade_cause = np.select([f_service, f_manager, f_price, f_forgotten], [1, 2, 4, 5], 0).astype(np.int8)
+    del f_service, f_manager, f_price, f_forgotten
+    fade_i = fade.astype(np.int32)
+    faded_before = (_grouped_cumsum(fade_i, starts[has], counts[has]) - fade_i) > 0
+    keep = ~faded_before | (rng.random(total, dtype=np.float32) < prm.fade_keep)
+    g, t, cat, complaint, unresolved, after_manager, fade, fade_cause = (
+        g[keep], t[keep], cat[keep], complaint[keep], unresolved[keep], after_manager[keep], fade[keep],
+        fade_cause[keep],
+    )
+    total = len(g)
+    counts = np.bincount(g, minlength=n)
+    starts = np.cumsum(counts) - counts
+    has = counts > 0
     d_service = unresolved & (rng.random(total, dtype=np.float32) < prm.h_service)
-    d_manager = (t > lat["manager_left_t"][g]) & (rng.random(total, dtype=np.float32) < prm.h_manager)
+    d_manager = after_manager & (rng.random(total, dtype=np.float32) < prm.h_manager)
     d_competitor = (t > lat["tau"][g]) & (rng.random(total, dtype=np.float32) < prm.h_competitor)
     d_base = rng.random(total, dtype=np.float32) < lat["p_eff"][g]
     died = d_service | d_manager | d_competitor | d_base
-    cause = np.select([d_service, d_manager, d_competitor, d_base], [1, 2, 3, 4], 0).astype(np.int8)
+    base_code = np.where(lat["price_sensitive"][g], 4, 5)
+    cause = np.select([d_service, d_manager, d_competitor, d_base], [1, 2, 3, base_code], 0).astype(np.int8)
     died_i = died.astype(np.int32)
     deaths_before = _grouped_cumsum(died_i, starts[has], counts[has]) - died_i
     keep = deaths_before == 0
-    g, t, cat, complaint, unresolved, died, cause = (
-        g[keep], t[keep], cat[keep], complaint[keep], unresolved[keep], died[keep], cause[keep]
+    g, t, cat, complaint, unresolved, died, cause, fade, fade_cause = (
+        g[keep], t[keep], cat[keep], complaint[keep], unresolved[keep], died[keep], cause[keep], fade[keep],
+        fade_cause[keep],
     )
     is_last = np.r_[g[1:] != g[:-1], True] if len(g) else np.zeros(0, dtype=bool)
     last_t = np.full(n, np.nan)
@@ -258,8 +298,18 @@ def _simulate_purchases(lat, rng, prm: WorldParams, H: float) -> dict[str, np.nd
     dead[g[died]] = True
     death_cause = np.zeros(n, dtype=np.int8)
     death_cause[g[died]] = cause[died]
+    # The first fade of each customer names it (later fade draws change nothing).
+    faded = np.zeros(n, dtype=bool)
+    first_fade = np.zeros(n, dtype=np.int8)
+    fade_rows = np.flatnonzero(fade)
+    firsts = fade_rows[np.r_[True, g[fade_rows[1:]] != g[fade_rows[:-1]]]] if len(fade_rows) else fade_rows
+    faded[g[firsts]] = True
+    first_fade[g[firsts]] = fade_cause[firsts]
+    faded_at = np.full(n, np.nan)
+    faded_at[g[firsts]] = t[firsts]
     return {"g": g, "t": t, "cat": cat, "complaint": complaint, "unresolved": unresolved,
-            "dead": dead, "death_cause": death_cause, "last_t": last_t,
+            "dead": dead, "death_cause": death_cause, "last_t": last_t, "faded": faded,
+            "fade_cause": first_fade, "faded_at": faded_at,
             "n_orders": np.bincount(g, minlength=n)}
 
 
@@ -450,7 +500,8 @@ def _birthday_in_window(birthday: pd.Series, as_of: pd.Timestamp, days: int = 30
     return np.nan_to_num(ahead, nan=999.0) < days
 
 
-def _truth(lat, rows, customers: pd.DataFrame, H: float, as_of: pd.Timestamp) -> pd.DataFrame:
+def _truth(lat, rows, customers: pd.DataFrame, H: float, as_of: pd.Timestamp,
+           prm: WorldParams) -> pd.DataFrame:
     """The ground-truth frame (state, reason, 30-day return probabilities) per customer."""
     has_orders = rows["n_orders"] > 0
     alive = has_orders & ~rows["dead"]
@@ -460,13 +511,16 @@ def _truth(lat, rows, customers: pd.DataFrame, H: float, as_of: pd.Timestamp) ->
     end = np.where(rows["dead"], last_t, H)
     switched = lat["switcher"] & (lat["tau"] < end) & has_orders
     rate_eff = np.where(switched, lat["lam"] * (1.0 - lat["fav_share"]), lat["lam"])
-    base_reason = np.where(lat["price_sensitive"], "price", "forgotten")
-    cause = rows["death_cause"]
-    dead_reason = np.select(
-        [cause == 1, cause == 2, (cause == 3) | switched], ["service", "manager_left", "competitor"], base_reason
-    )
-    reason = np.where(alive, np.where(switched, "competitor", "none"), dead_reason)
-    reason = np.where(has_orders, reason, "none")
+    codes = np.array(["none", "service", "manager_left", "competitor", "price", "forgotten"], dtype=object)
+    faded = rows["faded"] & has_orders
+    rate_eff = np.where(faded, rate_eff * prm.fade_keep, rate_eff)
+    death_cause = rows["death_cause"]
+    # Dead: an explicit cause of death wins; a base death is blamed on the fade that preceded it, if any.
+    explicit = np.isin(death_cause, (1, 2, 3))
+    dead_code = np.where(explicit, death_cause, np.where(faded, rows["fade_cause"],
+                                                         np.where(switched, 3, death_cause)))
+    alive_code = np.where(faded, rows["fade_cause"], np.where(switched, 3, 0))
+    reason = codes[np.where(alive, alive_code, np.where(has_orders, dead_code, 0))]
     tier = np.array(VALUE_TIERS)[lat["tier"]]  # numpy strings for the effect lookup below
     bday_window = _birthday_in_window(customers["birthday"], as_of)
     has_manager = customers["account_manager"].notna().to_numpy()
