@@ -72,6 +72,19 @@ def test_csv_with_semicolons_and_bom(tmp_path):
     assert list(frame.columns)[0] == "customer_id" and frame.loc[0, "email"] == "a@example.com"
 
 
+def test_ids_keep_leading_zeros_with_a_bom_and_plain_utf8(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_bytes(b"\xef\xbb\xbfcustomer_id,amount\n007,1\n")
+    frame = read_source(path, encoding="utf-8").frame
+    assert frame.iloc[0, 0] == "007"
+
+
+def test_unknown_encoding_is_a_config_error(tmp_path):
+    path = write(tmp_path / "c.csv", "a\n1\n")
+    with pytest.raises(ConfigError, match="unknown encoding"):
+        read_source(path, encoding="klingon")
+
+
 def test_malformed_and_missing_files_are_data_errors(tmp_path):
     with pytest.raises(DataError, match="file not found"):
         read_source(tmp_path / "nope.csv")
