@@ -171,7 +171,7 @@ class SendSettings:
     backoff: Backoff = field(default_factory=Backoff)
     uncertain_policy: UncertainPolicy = "resend"
     outage_after: int = 25
-    flush_every: int = 200
+    flush_every: int = 500
     seed: int | None = None
     progress: Progress | None = None
 
@@ -365,10 +365,12 @@ async def dispatch_batch(rows: pd.DataFrame, ledger, settings: SendSettings, *,
     release: list[tuple[str, str, int]] = []
     done = 0
 
-    def flush() -> None:
+    async def flush() -> None:
+        # Off the event loop: a SQLite commit is an fsync (synchronous=FULL), and sends go on meanwhile.
         if pending:
-            ledger.record(list(pending), claim_token=claim_token)
+            chunk = list(pending)
             pending.clear()
+            await asyncio.to_thread(ledger.record, chunk, claim_token=claim_token)
 
     def finished(n: int = 1) -> None:
         nonlocal done
@@ -429,8 +431,8 @@ async def dispatch_batch(rows: pd.DataFrame, ledger, settings: SendSettings, *,
                 pending.append(Outcome(campaign_id, customer_id, step, "failed", provider, None, (d.reason or "")[:500]))
                 summary.failed[reason_code(d.reason)] += 1
                 if d.result is not None and d.result.suppress:
-                    ledger.add_suppression(customer_id, str(row["channel"]), message.to, d.result.suppress,
-                                           source=provider)
+                    await asyncio.to_thread(ledger.add_suppression,customer_id, str(row["channel"]), message.to, d.result.suppress,
+                                            source=provider)
             elif d.state == "uncertain":
                 pending.append(Outcome(campaign_id, customer_id, step, "uncertain", provider, None,
                                        (d.reason or "")[:500]))
@@ -442,13 +444,13 @@ async def dispatch_batch(rows: pd.DataFrame, ledger, settings: SendSettings, *,
                 summary.in_doubt += 1
             finished()
             if len(pending) >= settings.flush_every:
-                flush()
+                await flush()
     finally:
         for t in tasks:
             t.cancel()
-        flush()
+        await flush()
         if release:
-            ledger.release(release)
+            await asyncio.to_thread(ledger.release, release)
     if settings.breaker.open_reason:
         summary.outage = "; ".join(settings.breaker.open_reason.values())
     return summary
@@ -521,18 +523,44 @@ async def dispatch(ledger, settings: SendSettings, *, now: Any, plan: pd.DataFra
     claimed_before = now_ts - pd.Timedelta(seconds=stale_after_s) if stale_after_s > 0 else None
     summary.merge(await reconcile_in_flight(ledger, settings, campaign_id=campaign_id,
                                             claimed_before=claimed_before))
+    # Two batches overlap: the next is claimed (and queues on the shared semaphore) while the tail
+    # of the previous one is still in flight, so the connection pool never idles between batches.
+    # At most 2 × batch_size rows are in `sending` at any moment.
     batches = 0
-    while not summary.outage and (max_batches is None or batches < max_batches):
-        suppressions = ledger.suppressions()
-        rows = ledger.claim(campaign_id, now=now_ts, limit=batch_size)
-        if len(rows) == 0:
-            break
-        batches += 1
-        try:
-            summary.merge(await dispatch_batch(rows, ledger, settings, suppressions=suppressions))
-        except ConfigError:
-            ledger.release(rows)
-            raise
+    running: set[asyncio.Task] = set()
+    claimed: dict[asyncio.Task, pd.DataFrame] = {}
+
+    async def settle(done: set[asyncio.Task]) -> None:
+        for task in done:
+            running.discard(task)
+            rows = claimed.pop(task)
+            try:
+                summary.merge(task.result())
+            except ConfigError:
+                await asyncio.to_thread(ledger.release, rows)
+                raise
+
+    try:
+        while not summary.outage and not settings.breaker.open_reason and (
+                max_batches is None or batches < max_batches):
+            if len(running) >= 2:
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                await settle(done)
+                continue
+            suppressions = await asyncio.to_thread(ledger.suppressions)
+            rows = await asyncio.to_thread(ledger.claim, campaign_id, now=now_ts, limit=batch_size)
+            if len(rows) == 0:
+                break
+            batches += 1
+            task = asyncio.create_task(dispatch_batch(rows, ledger, settings, suppressions=suppressions))
+            running.add(task)
+            claimed[task] = rows
+        if running:
+            done, _ = await asyncio.wait(running)
+            await settle(done)
+    finally:
+        for task in running:
+            task.cancel()
     summary.remaining_planned = ledger.status(campaign_id).get("planned", 0)
     summary.seconds = time.perf_counter() - started
     return summary

@@ -45,6 +45,8 @@ class SendGridChannel:
         self._api_key = api_key
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        # Parsed once: httpx re-parses a str URL on every request.
+        self._send_url = httpx.URL(f"{self.base_url}/v3/mail/send")
 
     def __repr__(self) -> str:
         return f"SendGridChannel(base_url={self.base_url!r})"
@@ -78,7 +80,7 @@ class SendGridChannel:
     async def _send_one(self, message: OutboundMessage) -> SendResult:
         try:
             response = await self._client.post(
-                f"{self.base_url}/v3/mail/send", json=self.payload(message), headers=self._auth(),
+                self._send_url, json=self.payload(message), headers=self._auth(),
                 timeout=self.timeout,
             )
         except httpx.HTTPError as exc:
