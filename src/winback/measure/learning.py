@@ -225,9 +225,43 @@ def simulate_learning(
         new = offer_results_from(measured)
         results = new if results.empty else pd.concat([results, new], ignore_index=True)
         treated = ~holdout
+        # The true uplift of what was chosen vs of the tier's best offer, per treated customer.
+        p_base = audience["p_base"].to_numpy(dtype=float)
+        kind_col = pd.Index([f"p_{k}" for k in offer_kinds]).get_indexer([f"p_{k}" for k in kinds])
+        p_matrix = audience[[f"p_{k}" for k in offer_kinds]].to_numpy(dtype=float)
+        chosen_uplift = p_matrix[np.arange(size), kind_col] - p_base
+        best_col = pd.Index(list(offer_kinds)).get_indexer([best[t] for t in tiers])
+        best_uplift = p_matrix[np.arange(size), best_col] - p_base
         for tier in sorted(set(tiers)):
             in_tier = treated & (tiers == tier)
-            rows.append({"campaign": c + 1, "value_tier": tier, "best_offer": best[tier],
-                         "treated": int(in_tier.sum()),
-                         "share_best": float((kinds[in_tier] == best[tier]).mean()) if in_tier.any() else np.nan})
+            any_treated = bool(in_tier.any())
+            rows.append({
+                "campaign": c + 1, "value_tier": tier, "best_offer": best[tier], "treated": int(in_tier.sum()),
+                "share_best": float((kinds[in_tier] == best[tier]).mean()) if any_treated else np.nan,
+                "true_uplift_chosen": float(chosen_uplift[in_tier].mean()) if any_treated else np.nan,
+                "true_uplift_best": float(best_uplift[in_tier].mean()) if any_treated else np.nan,
+            })
     return pd.DataFrame(rows)
+
+
+def simulate_learning_demo(
+    n_customers: int = 20_000,
+    *,
+    n_campaigns: int = 6,
+    audience_size: int = 6_000,
+    offer_kinds: Sequence[str] = DEFAULT_SIM_KINDS,
+    seed: int = 0,
+    as_of: pd.Timestamp = pd.Timestamp("2026-11-01", tz="UTC"),
+) -> pd.DataFrame:
+    """`simulate_learning` on a generated demo world, tiers as the world knows them (`true_tier`).
+
+    The audience is the customers who would not come back anyway with high probability
+    (p_base < 0.5), like a win-back campaign's. Returns the per-campaign, per-tier table.
+    """
+    from winback.demo import generate_world
+
+    world = generate_world(n_customers, seed=seed, as_of=as_of)
+    truth = world.truth.assign(value_tier=world.truth["true_tier"].astype(str))
+    truth = truth[truth["p_base"] < 0.5].reset_index(drop=True)
+    return simulate_learning(truth, n_campaigns=n_campaigns, audience_size=audience_size, offer_kinds=offer_kinds,
+                             returns="demo", seed=seed, start=as_of + pd.Timedelta(days=1))
