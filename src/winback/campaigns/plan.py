@@ -20,7 +20,7 @@ from winback.offers.choice import apply_budget, choose_offers, offer_figures
 from winback.offers.coupons import generate_coupon_codes
 from winback.offers.learning import Learner
 from winback.policy.contact import apply_contact_policy, ordered_since
-from winback.policy.holdout import assign_holdout
+from winback.policy.holdout import assign_holdout, holdout_hash
 from winback.policy.quiet_hours import local_iso, next_allowed_send_time, valid_timezones
 
 PLAN_COLUMNS = [
@@ -290,11 +290,13 @@ def _holdout_within_budget(frame: pd.DataFrame, pool: pd.Series, campaign: Campa
     dropped = pd.Series(False, index=frame.index)
     strata_col = campaign.holdout.stratify_by
     pool = pool.copy()
-    for _ in range(50):
+    hashes = holdout_hash(campaign.id, frame.loc[pool, "customer_id"])
+    # Terminates: every pass that does not fit the budget drops at least one customer from the pool.
+    while True:
         ids = frame.loc[pool, "customer_id"]
         strata = frame.loc[pool, strata_col] if strata_col else None
-        held = assign_holdout(ids, campaign.id, campaign.holdout.share, strata).reindex(frame.index,
-                                                                                        fill_value=False)
+        held = assign_holdout(ids, campaign.id, campaign.holdout.share, strata,
+                              hashes=hashes).reindex(frame.index, fill_value=False)
         if campaign.budget is None:
             break
         keep = apply_budget(ids, frame.loc[pool, "expected_cost"], frame.loc[pool, "expected_net_value"],

@@ -21,11 +21,12 @@ def holdout_hash(campaign_id: str, customer_ids: pd.Series) -> pd.Series:
 
 
 def assign_holdout(customer_ids: pd.Series, campaign_id: str, share: float,
-                   strata: pd.Series | None = None) -> pd.Series:
+                   strata: pd.Series | None = None, *, hashes: pd.Series | None = None) -> pd.Series:
     """True for customers held out. Unstratified: hash < share. Stratified: within each stratum the
     round(share × n) customers with the smallest hash (ties by id), so each tier gets its share exactly
-    while a customer's arm depends only on the hash ranking, never on row order."""
-    u = holdout_hash(campaign_id, customer_ids)
+    while a customer's arm depends only on the hash ranking, never on row order. `hashes` passes
+    precomputed `holdout_hash` values (aligned) to save recomputing them."""
+    u = holdout_hash(campaign_id, customer_ids) if hashes is None else hashes.reindex(customer_ids.index)
     if share <= 0 or customer_ids.empty:
         return pd.Series(False, index=customer_ids.index)
     if strata is None:
