@@ -1,8 +1,9 @@
 """Lapse segmentation: each customer's rhythm, P(alive), value, lapse stage and likely reason.
 
 `segment_customers` is pure (frames in, frame out, `as_of` passed in) and vectorized: the order
-level work (10M rows) is two GROUP BYs in DuckDB over the in-memory frames, the customer level
-work (1M rows) numpy/pandas column arithmetic. No per-customer Python loop.
+level work (10M rows) is an Arrow hash lookup of customer ids, one stable sort by (customer, day)
+and `bincount`/`reduceat` aggregates; the customer level work (1M rows) is numpy column
+arithmetic. No per-customer Python loop.
 
 How each column is made (every threshold lives in `SegmentParams`):
 
@@ -49,13 +50,13 @@ Orders after `as_of` are ignored (they are the future of a backtest); orders of 
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Literal
 
-import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from winback.errors import ConfigError, DataError
@@ -105,7 +106,7 @@ class SegmentParams(BaseModel):
     # Models and CLV
     prediction_days: int = Field(90, gt=0, description="horizon of expected_purchases_90d")
     clv_horizon_days: int = Field(365, gt=0)
-    clv_step_days: int = Field(30, gt=0)
+    clv_step_days: int = Field(90, gt=0, description="discounting step; each step costs one hyp2f1 pass")
     annual_discount_rate: float = Field(0.10, ge=0)
     margin: float = Field(0.30, gt=0, le=1, description="gross margin applied to expected revenue")
     fit_ridge: float = Field(1.0, ge=0, description="weak prior on log-parameters (finite fits on tiny data)")
@@ -177,8 +178,7 @@ def segment_customers(
     if not ids.is_unique:
         dup = ids[ids.duplicated()].iloc[0]
         raise DataError(f"duplicate customer_id {dup!r}", column="customer_id")
-    agg, cats = _aggregate_orders(orders, as_of, params)
-    frame = _align(agg, ids)
+    frame, cat, _ = _aggregate_orders(orders, ids, as_of, params)
     has = frame["n_orders"].notna().to_numpy() & (frame["n_orders"].fillna(0).to_numpy() > 0)
 
     as_of_day = np.datetime64(as_of.tz_convert(params.timezone).date(), "D")
@@ -221,7 +221,7 @@ def segment_customers(
     repeaters = has & (x > 0)
     pop_gap = float(np.median(t_x[repeaters] / x[repeaters])) if repeaters.any() else params.fallback_gap_days
     pop_gap = max(pop_gap, 1.0)
-    patience = pd.Series(value_tier).map(params.tier_patience).to_numpy(dtype=float)
+    patience = np.select([value_tier == t for t in VALUE_TIERS], [params.tier_patience[t] for t in VALUE_TIERS])
     k0 = params.rhythm_prior_strength
     rate = (k0 + x) / (k0 * pop_gap * patience + t_x)
     expected_gap = np.where(has, 1.0 / rate, np.nan)
@@ -237,7 +237,6 @@ def segment_customers(
     complaint_open, complaints_recent = _complaint_signals(ids, complaints, as_of, params)
     discount_share = np.where(has, frame["n_discounted"].fillna(0).to_numpy(dtype=float)
                               / np.maximum(n_orders, 1), 0.0)
-    cat = _align(cats, ids)
     top_category = cat["top_category"].astype("str").where(cat["top_category"].notna(), pd.NA)
     category_drop = _category_drop(cat, frame, has, first_day, as_of_day, params)
     manager_departed = _manager_departed(customers, departed_managers)
@@ -285,7 +284,8 @@ def fit_customer_models(orders: pd.DataFrame, *, as_of: pd.Timestamp,
     """Fit BG/NBD (days) and Gamma-Gamma on the orders up to `as_of`, as `segment_customers` does."""
     params = params or SegmentParams()
     as_of = _utc(as_of)
-    agg, _ = _aggregate_orders(orders, as_of, params, categories=False)
+    agg, _, _ = _aggregate_orders(orders, None, as_of, params, categories=False)
+    agg = agg[agg["n_orders"].notna()]
     if agg.empty:
         raise DataError("no orders up to as_of to fit the models on")
     as_of_day = np.datetime64(as_of.tz_convert(params.timezone).date(), "D")
@@ -309,119 +309,166 @@ def _utc(ts) -> pd.Timestamp:
     return ts.tz_convert("UTC")
 
 
-_ORDER_SQL = """
-WITH o AS (
-    SELECT customer_id, ordered_at, amount, discount, day
-    FROM orders_in WHERE ordered_at <= $as_of
-),
-d AS (
-    SELECT customer_id, day, sum(amount) AS amt, count(*) AS n,
-           count(*) FILTER (WHERE discount > 0) AS n_disc,
-           min(ordered_at) AS first_at, max(ordered_at) AS last_at
-    FROM o GROUP BY customer_id, day
-)
-SELECT customer_id,
-       sum(n)::BIGINT AS n_orders,
-       count(*)::BIGINT AS n_transactions,
-       sum(amt)::DOUBLE AS total_spend,
-       sum(n_disc)::BIGINT AS n_discounted,
-       min(first_at) AS first_order_at,
-       max(last_at) AS last_order_at,
-       min(day) AS first_day,
-       max(day) AS last_day,
-       count(*) FILTER (WHERE day > $recent_start)::BIGINT AS tx_recent,
-       count(*) FILTER (WHERE day > $earlier_start AND day <= $recent_start)::BIGINT AS tx_earlier
-FROM d GROUP BY customer_id
-"""
-
-_CATEGORY_SQL = """
-WITH c AS (
-    SELECT customer_id, category,
-           count(*) AS n_all,
-           count(*) FILTER (WHERE day <= $cat_start) AS n_before,
-           count(*) FILTER (WHERE day > $cat_start) AS n_recent
-    FROM orders_in WHERE ordered_at <= $as_of AND category IS NOT NULL AND category <> ''
-
-    GROUP BY customer_id, category
-),
-ranked AS (
-    SELECT *,
-           row_number() OVER (PARTITION BY customer_id ORDER BY n_all DESC, category) AS rank_all,
-           row_number() OVER (PARTITION BY customer_id ORDER BY n_before DESC, category) AS rank_before
-    FROM c
-)
-SELECT customer_id,
-       max(category) FILTER (WHERE rank_all = 1) AS top_category,
-       max(category) FILTER (WHERE rank_before = 1 AND n_before > 0) AS top_before,
-       coalesce(max(n_before) FILTER (WHERE rank_before = 1), 0)::BIGINT AS top_before_orders,
-       coalesce(max(n_recent) FILTER (WHERE rank_before = 1 AND n_before > 0), 0)::BIGINT AS top_before_recent,
-       sum(n_recent)::BIGINT AS recent_orders
-FROM ranked GROUP BY customer_id
-"""
+def _positions(keys: pd.Series, ids: pd.Series) -> np.ndarray:
+    """Position of each key in `ids` (-1 when absent), via Arrow's hash lookup (faster than pandas on strings)."""
+    lookup = pc.index_in(pa.array(keys.astype("str"), type=pa.large_string()),
+                         value_set=pa.array(ids.astype("str"), type=pa.large_string()))
+    return lookup.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
-def _aggregate_orders(orders: pd.DataFrame, as_of: pd.Timestamp, params: SegmentParams, *,
-                      categories: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per-customer order aggregates (and category signals) in DuckDB over the in-memory frame."""
+def _aggregate_orders(orders: pd.DataFrame, ids: pd.Series | None, as_of: pd.Timestamp,
+                      params: SegmentParams, *, categories: bool = True):
+    """Per-customer order aggregates (and category signals), aligned with `ids`.
+
+    Sort-based and vectorized: each order gets its customer's position in `ids` and its calendar
+    day; one stable sort by (customer, day) turns transactions (distinct days) into run boundaries,
+    and every aggregate is a `bincount` or `reduceat` over the sorted columns. (A two-level DuckDB
+    GROUP BY over 10M (customer, day) pairs was 3-4× slower than this on the benchmark machine.)
+    With `ids` None, the customers are the distinct customer_ids of the orders.
+    Returns (aggregates, category signals, ids).
+    """
     for col in ("customer_id", "ordered_at", "amount"):
         if col not in orders.columns:
             raise DataError(f"orders have no {col} column", column=col)
-    cols = {
-        "customer_id": orders["customer_id"].astype("str"),
-        "ordered_at": pd.to_datetime(orders["ordered_at"], utc=True),
-        "amount": pd.to_numeric(orders["amount"], errors="coerce").astype(float),
-        "discount": (pd.to_numeric(orders["discount"], errors="coerce").fillna(0.0).astype(float)
-                     if "discount" in orders.columns else 0.0),
-        "category": (orders["category"].astype("str").where(orders["category"].notna(), None)
-                     if "category" in orders.columns else None),
-    }
-    orders_in = pd.DataFrame(cols, index=orders.index)
-    if orders_in["amount"].isna().any() or orders_in["ordered_at"].isna().any():
+    if ids is None:
+        ids = pd.Series(pd.unique(orders["customer_id"].dropna().astype("str")), dtype="str")
+    n = len(ids)
+    ordered_at = pd.to_datetime(orders["ordered_at"], utc=True)
+    amount = pd.to_numeric(orders["amount"], errors="coerce").to_numpy(dtype=float)
+    if np.isnan(amount).any() or ordered_at.isna().any():
         raise DataError("orders contain a missing or non-numeric amount or ordered_at; validate with load_inputs")
-    # Calendar day in the business time zone, computed by pandas (vectorized over the zone's
-    # transitions; DuckDB's per-row ICU conversion is several times slower).
-    orders_in["day"] = (orders_in["ordered_at"].dt.tz_convert(params.timezone).dt.tz_localize(None)
-                        .to_numpy().astype("datetime64[D]"))
-    as_of_day = as_of.tz_convert(params.timezone).date()
-    recent_start = as_of_day - pd.Timedelta(days=params.trend_window_days)
-    earlier_start = recent_start - pd.Timedelta(days=params.trend_window_days)
-    cat_start = as_of_day - pd.Timedelta(days=params.category_window_days)
-    con = duckdb.connect()
-    try:
-        con.execute("SET TimeZone = 'UTC'")
-        con.register("orders_in", orders_in)
-        agg = _df(con, _ORDER_SQL, {
-            "as_of": as_of.to_pydatetime(),
-            "recent_start": recent_start, "earlier_start": earlier_start,
-        })
-        if categories:
-            cats = _df(con, _CATEGORY_SQL, {
-                "as_of": as_of.to_pydatetime(), "cat_start": cat_start,
-            })
-        else:
-            cats = pd.DataFrame()
-    except duckdb.Error as exc:
-        raise DataError(f"cannot aggregate orders: {exc}") from None
-    finally:
-        con.close()
-    agg["customer_id"] = agg["customer_id"].astype("str")
-    if categories:
-        cats["customer_id"] = cats["customer_id"].astype("str")
-    return agg, cats
+    pos = _positions(orders["customer_id"], ids) if n else np.full(len(orders), -1, dtype=np.int64)
+    ts = ordered_at.astype("datetime64[ns, UTC]").to_numpy(dtype="datetime64[ns]").view("int64")
+    # Orders after as_of are the future of a backtest; unknown customers were quarantined upstream.
+    keep = (pos >= 0) & (ts <= as_of.as_unit("ns").value)
+    pos, ts, amount = pos[keep], ts[keep], amount[keep]
+    discount = (pd.to_numeric(orders["discount"], errors="coerce").fillna(0.0).to_numpy(dtype=float)[keep]
+                if "discount" in orders.columns else np.zeros(len(pos)))
+    # Calendar day in the business time zone, vectorized over the zone's transitions.
+    day = (ordered_at[keep].dt.tz_convert(params.timezone).dt.tz_localize(None)
+           .to_numpy().astype("datetime64[D]").astype(np.int64))
+    agg = _empty_aggregates(n)
+    if len(pos) == 0:
+        return agg, _empty_categories(n), ids
+    d0 = int(day.min())
+    width = int(day.max()) - d0 + 1
+    order = np.argsort(pos * width + (day - d0), kind="stable")
+    p, d, t, amt = pos[order], day[order], ts[order], amount[order]
+    key = p * width + (d - d0)
+    new_tx = np.empty(len(p), dtype=bool)
+    new_tx[0] = True
+    np.not_equal(key[1:], key[:-1], out=new_tx[1:])
+    starts = np.flatnonzero(np.r_[True, p[1:] != p[:-1]])
+    ends = np.r_[starts[1:], len(p)] - 1
+    who = p[starts]
+    as_of_day = np.datetime64(as_of.tz_convert(params.timezone).date(), "D").astype(np.int64)
+    recent_start = as_of_day - params.trend_window_days
+    earlier_start = recent_start - params.trend_window_days
+    tx_day, tx_who = d[new_tx], p[new_tx]
+    agg["n_orders"] = np.bincount(p, minlength=n).astype(float)
+    agg["n_transactions"] = np.bincount(tx_who, minlength=n).astype(float)
+    agg["total_spend"] = np.bincount(p, weights=amt, minlength=n)
+    agg["n_discounted"] = np.bincount(pos, weights=(discount > 0).astype(float), minlength=n)
+    agg["tx_recent"] = np.bincount(tx_who, weights=(tx_day > recent_start).astype(float), minlength=n)
+    agg["tx_earlier"] = np.bincount(
+        tx_who, weights=((tx_day > earlier_start) & (tx_day <= recent_start)).astype(float), minlength=n)
+    first_day = np.full(n, np.datetime64("NaT"), dtype="datetime64[D]")
+    last_day = first_day.copy()
+    first_day[who] = d[starts].astype("datetime64[D]")
+    last_day[who] = d[ends].astype("datetime64[D]")
+    agg["first_day"], agg["last_day"] = first_day, last_day
+    first_at = np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]")
+    last_at = first_at.copy()
+    first_at[who] = np.minimum.reduceat(t, starts).view("datetime64[ns]")
+    last_at[who] = np.maximum.reduceat(t, starts).view("datetime64[ns]")
+    agg["first_order_at"] = pd.DatetimeIndex(first_at).tz_localize("UTC")
+    agg["last_order_at"] = pd.DatetimeIndex(last_at).tz_localize("UTC")
+    agg.loc[agg["n_orders"] == 0, ["n_orders", "n_transactions"]] = np.nan
+    cats = _category_signals(orders, keep, pos, day, n, as_of_day, params) if categories else _empty_categories(n)
+    return agg, cats, ids
 
 
-def _align(agg: pd.DataFrame, ids: pd.Series) -> pd.DataFrame:
-    """Rows of `agg` (keyed by customer_id) placed in the order of `ids`; all-NA rows where absent."""
-    positions = pd.Index(agg["customer_id"]).get_indexer(ids) if len(agg) else np.full(len(ids), -1)
-    return agg.reset_index(drop=True).reindex(positions).reset_index(drop=True)
+def _category_signals(orders, keep, pos, day, n, as_of_day, params: SegmentParams) -> pd.DataFrame:
+    """Top category overall, top category before the category window and its orders in the window."""
+    out = _empty_categories(n)
+    if "category" not in orders.columns:
+        return out
+    encoded = pc.dictionary_encode(pa.array(orders["category"].astype("str"), type=pa.large_string()))
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.combine_chunks()
+    names = np.asarray(encoded.dictionary.to_pylist(), dtype=object)
+    codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)[keep]
+    nonblank = np.array([bool(str(v).strip()) for v in names], dtype=bool)
+    valid = codes >= 0
+    valid[valid] = nonblank[codes[valid]]
+    if not valid.any():
+        return out
+    # Rank categories by name so that ties between equally frequent categories break alphabetically.
+    rank = np.empty(len(names), dtype=np.int64)
+    rank[np.argsort(names.astype(str), kind="stable")] = np.arange(len(names))
+    k = len(names)
+    p, c, d = pos[valid], rank[codes[valid]], day[valid]
+    by_rank = names[np.argsort(rank)]
+    cat_start = as_of_day - params.category_window_days
+    recent = (d > cat_start).astype(float)
+    flat = p * k + c
+    if n * k <= 20_000_000:
+        # Few categories: dense customer × category count matrices; argmax keeps the first
+        # (alphabetical) category on ties.
+        all_m = np.bincount(flat, minlength=n * k).reshape(n, k).astype(float)
+        recent_m = np.bincount(flat, weights=recent, minlength=n * k).reshape(n, k)
+        before_m = all_m - recent_m
+        rows = np.arange(n)
+        top_all, top_before = all_m.argmax(axis=1), before_m.argmax(axis=1)
+        bought = all_m[rows, top_all] > 0
+        before_orders = before_m[rows, top_before]
+        had_before = before_orders > 0
+        out.loc[bought, "top_category"] = by_rank[top_all[bought]]
+        out.loc[had_before, "top_before"] = by_rank[top_before[had_before]]
+        out["top_before_orders"] = np.where(had_before, before_orders, 0.0)
+        out["top_before_recent"] = np.where(had_before, recent_m[rows, top_before], 0.0)
+    else:
+        pair, inverse = np.unique(flat, return_inverse=True)
+        inverse = inverse.ravel()
+        n_all = np.bincount(inverse).astype(float)
+        n_recent = np.bincount(inverse, weights=recent)
+        n_before = n_all - n_recent
+        pair_pos, pair_cat = pair // k, pair % k
+        # pair is sorted by (customer, category rank): a stable sort on the count keeps alphabetical ties.
+        first_all = _first_per_group(pair_pos, -n_all)
+        first_before = _first_per_group(pair_pos, -n_before)
+        out.loc[pair_pos[first_all], "top_category"] = by_rank[pair_cat[first_all]]
+        sel = first_before[n_before[first_before] > 0]
+        out.loc[pair_pos[sel], "top_before"] = by_rank[pair_cat[sel]]
+        out.loc[pair_pos[sel], "top_before_orders"] = n_before[sel]
+        out.loc[pair_pos[sel], "top_before_recent"] = n_recent[sel]
+    out["recent_orders"] = np.bincount(p, weights=recent, minlength=n)
+    return out
 
 
-def _df(con: duckdb.DuckDBPyConnection, sql: str, parameters: dict) -> pd.DataFrame:
-    # duckdb 2.0's .df() calls DataFrame.drop(inplace=True), which pandas 3.1 flags for removal.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=FutureWarning)
-        warnings.simplefilter("ignore", category=DeprecationWarning)
-        return con.execute(sql, parameters).df()
+def _first_per_group(group: np.ndarray, sort_key: np.ndarray) -> np.ndarray:
+    """Index of the row with the smallest sort_key in each group (ties: first row); group is sorted."""
+    order = np.lexsort((sort_key, group))  # by group, then key; stable, so ties keep the row order
+    g = group[order]
+    return order[np.r_[True, g[1:] != g[:-1]]]
+
+
+def _empty_aggregates(n: int) -> pd.DataFrame:
+    nat = np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]")
+    return pd.DataFrame({
+        "n_orders": np.full(n, np.nan), "n_transactions": np.full(n, np.nan), "total_spend": np.zeros(n),
+        "n_discounted": np.zeros(n), "tx_recent": np.zeros(n), "tx_earlier": np.zeros(n),
+        "first_day": nat.astype("datetime64[D]"), "last_day": nat.astype("datetime64[D]"),
+        "first_order_at": pd.DatetimeIndex(nat).tz_localize("UTC"),
+        "last_order_at": pd.DatetimeIndex(nat).tz_localize("UTC"),
+    })
+
+
+def _empty_categories(n: int) -> pd.DataFrame:
+    return pd.DataFrame({
+        "top_category": pd.array([pd.NA] * n, dtype="object"), "top_before": pd.array([pd.NA] * n, dtype="object"),
+        "top_before_orders": np.zeros(n), "top_before_recent": np.zeros(n), "recent_orders": np.zeros(n),
+    })
 
 
 def _fit_models(x, t_x, T, n_tx, tx_mean, params: SegmentParams) -> CustomerModels:
@@ -458,7 +505,8 @@ def _bgnbd_predictions(bg: BgNbdParams, x, t_x, T, params: SegmentParams):
     discounted = np.zeros(len(ux))
     previous = np.zeros(len(ux))
     for t in steps:
-        cumulative = bgnbd_conditional_expected_purchases(bg, t / scale, ux, ut, uT)
+        cumulative = (exp_pred if t == params.prediction_days
+                      else bgnbd_conditional_expected_purchases(bg, t / scale, ux, ut, uT))
         discounted += (cumulative - previous) * (1.0 + params.annual_discount_rate) ** (-t / 365.0)
         previous = cumulative
     inverse = inverse.ravel()
@@ -530,14 +578,11 @@ def _complaint_signals(ids: pd.Series, complaints: pd.DataFrame | None, as_of, p
     in_window = ((created > start) & (created <= as_of)).to_numpy()
     resolved = (complaints["resolved"].fillna(False).astype(bool).to_numpy()
                 if "resolved" in complaints.columns else np.zeros(len(complaints), dtype=bool))
-    c = pd.DataFrame({
-        "customer_id": complaints["customer_id"].astype("str").to_numpy()[in_window],
-        "open": ~resolved[in_window],
-    })
-    g = c.groupby("customer_id").agg(recent=("open", "size"), open=("open", "any"))
-    joined = g.reindex(ids.to_numpy())
-    return (joined["open"].fillna(False).astype(bool).to_numpy(),
-            joined["recent"].fillna(0).astype("int64").to_numpy())
+    pos = _positions(complaints["customer_id"], ids)
+    use = in_window & (pos >= 0)
+    recent = np.bincount(pos[use], minlength=n)
+    open_ = np.bincount(pos[use], weights=(~resolved[use]).astype(float), minlength=n)
+    return open_ > 0, recent.astype("int64")
 
 
 def _category_drop(cat: pd.DataFrame, frame: pd.DataFrame, has, first_day, as_of_day,
