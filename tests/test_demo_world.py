@@ -9,6 +9,8 @@ import pandas as pd
 import phonenumbers
 import pytest
 from email_validator import EmailNotValidError, validate_email
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from winback.demo import generate_world, read_world, write_world
 from winback.demo.names import TIMEZONES
@@ -253,3 +255,16 @@ def test_the_world_passes_input_validation_without_quarantine(world, tmp_path):
                              departed_managers=world.departed_managers)
         assert inputs.counts == {} and inputs.quarantine.empty, ext
         assert len(inputs.customers) == len(world.customers) and len(inputs.orders) == len(world.orders)
+
+
+@settings(max_examples=12, deadline=None)
+@given(n=st.integers(min_value=1, max_value=60), seed=st.integers(min_value=0, max_value=2**31))
+def test_any_size_and_seed_gives_a_consistent_world(n, seed):
+    w = generate_world(n, seed=seed, as_of=AS_OF)
+    assert len(w.customers) == len(w.truth) == n
+    assert w.customers["customer_id"].is_unique and w.orders["order_id"].is_unique
+    assert w.orders["customer_id"].isin(w.customers["customer_id"]).all()
+    assert w.complaints["customer_id"].isin(w.orders["customer_id"]).all()
+    probs = w.truth[["p_base", *PROBABILITY_COLUMNS]].to_numpy()
+    assert ((probs >= 0) & (probs <= 1)).all()
+    assert (w.orders["ordered_at"] < AS_OF).all()
