@@ -27,7 +27,7 @@ Which offer is truly best (u_k before R and F, which scale all kinds alike):
     competitor   → amount_off (gold/iron/lead), bonus_points (platinum)
     manager_left → call (12 pp); among messages bonus_points (platinum/gold/iron), amount_off (lead)
     forgotten    → reminder (10 pp: platinum/gold/iron), free_shipping (lead); birthday_gift for
-                   anyone whose birthday is in the window (11 pp × tier affinity)
+                   platinum/gold/iron customers whose birthday is in the window (11 pp × affinity)
     none         → pull-forward of purchases: percent_off/amount_off ≈ 4–6 pp (≤ 10 pp at most)
 so each kind wins for some (tier, reason) group, and a learner can find it. The largest effects
 (12–15 pp) need a well-matched offer on a slipping (faded) or recently lapsed platinum/gold customer;

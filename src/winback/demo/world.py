@@ -35,7 +35,7 @@ Purchases, fading and dropout (BG/NBD, Fader, Hardie & Lee 2005, with causes)
     reason; dead → the cause of death above.
 Spend (Gamma-Gamma, Fader, Hardie & Lee 2005 "RFM and CLV")
     ν_i ~ Gamma(q=3.5, rate γ=104); order value z ~ Gamma(p=6, rate ν_i) so the customer's mean
-    order value is 6/ν_i (median ≈ 210, heavy right tail), times a category price factor.
+    order value is 6/ν_i (median ≈ 200, heavy right tail), times a category price factor.
 Categories: a favourite category (by popularity) takes a Beta(5,3) share of a customer's orders;
     the rest spread over the other categories. 12% of customers "switch" at
     τ_i = t0_i + U(0.2, 1.1)·(H−t0_i): afterwards their favourite category orders vanish (bought at a
