@@ -64,6 +64,16 @@ def _join(customers: pd.DataFrame, segments: pd.DataFrame) -> pd.DataFrame:
             first = frame.loc[dup, "customer_id"].iloc[0]
             raise DataError(f"customer_id {first!r} appears more than once ({int(dup.sum())} duplicates)",
                             file=name, column="customer_id")
+    # Nobody may silently disappear: both frames must describe the same customers.
+    only_seg = ~seg["customer_id"].isin(cust["customer_id"])
+    only_cust = ~cust["customer_id"].isin(seg["customer_id"])
+    for mask, frame, name, other in ((only_seg, seg, "segments", "customers"),
+                                     (only_cust, cust, "customers", "segments")):
+        if mask.any():
+            first = frame.loc[mask, "customer_id"].iloc[0]
+            raise DataError(f"{int(mask.sum())} customer(s) are not in {other} (first: {first!r})",
+                            file=name, column="customer_id",
+                            hint="segment the same customers file the plan uses")
     seg = seg[["customer_id", *[c for c in seg.columns if c not in cust.columns]]]
     return cust.merge(seg, on="customer_id", how="inner", validate="one_to_one")
 
@@ -409,13 +419,20 @@ def plan_followup(campaign: Campaign, step: int, prior: pd.DataFrame, customers:
         frame = frame.merge(seg, on="customer_id", how="left")
     frame = frame.merge(cust[["customer_id", *[c for c in cust.columns if c not in frame.columns]]],
                         on="customer_id", how="left").sort_values("customer_id").reset_index(drop=True)
-    # Up-to-date last order: the minimum-gap rule and exit on return look at orders after the plan.
+    # Up-to-date history: the minimum-gap rule, exit on return and the context look at current orders.
     if orders is not None and not orders.empty:
-        last = (orders.assign(_t=pd.to_datetime(orders["ordered_at"], utc=True))
-                .groupby(orders["customer_id"].astype("string"))["_t"].max())
-        fresh = frame["customer_id"].map(last)
+        upto = orders[pd.to_datetime(orders["ordered_at"], utc=True) <= now]
+        by = upto.assign(_t=pd.to_datetime(upto["ordered_at"], utc=True),
+                         _a=pd.to_numeric(upto.get("amount", 0.0), errors="coerce")
+                         ).groupby(upto["customer_id"].astype("string"))
+        fresh = frame["customer_id"].map(by["_t"].max())
         old = pd.to_datetime(frame["last_order_at"], utc=True) if "last_order_at" in frame else fresh
         frame["last_order_at"] = pd.concat([old, fresh], axis=1).max(axis=1)
+        if segments is None:
+            # Without a fresh segmentation, the order history itself gives the context's figures.
+            frame["n_orders"] = frame["customer_id"].map(by.size()).fillna(0).astype("int64")
+            frame["total_spend"] = frame["customer_id"].map(by["_a"].sum()).fillna(0.0)
+            frame["monetary"] = frame["customer_id"].map(by["_a"].mean())
     extras = [c for c in customers.columns if c not in KNOWN_CUSTOMER_COLUMNS | PRIVATE_CUSTOMER_COLUMNS]
 
     # A step's own channel is strict (an SMS step sends SMS or nothing); else the preference order.
