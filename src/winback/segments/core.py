@@ -174,7 +174,9 @@ def segment_customers(
     as_of = _utc(as_of)
     if "customer_id" not in customers.columns:
         raise DataError("customers have no customer_id column", column="customer_id")
-    ids = customers["customer_id"].astype("str")
+    ids = customers["customer_id"]
+    if not isinstance(ids.dtype, pd.StringDtype):
+        ids = ids.astype("str")
     if not ids.is_unique:
         dup = ids[ids.duplicated()].iloc[0]
         raise DataError(f"duplicate customer_id {dup!r}", column="customer_id")
@@ -311,9 +313,19 @@ def _utc(ts) -> pd.Timestamp:
 
 def _positions(keys: pd.Series, ids: pd.Series) -> np.ndarray:
     """Position of each key in `ids` (-1 when absent), via Arrow's hash lookup (faster than pandas on strings)."""
-    lookup = pc.index_in(pa.array(keys.astype("str"), type=pa.large_string()),
-                         value_set=pa.array(ids.astype("str"), type=pa.large_string()))
+    value_set = _arrow_strings(ids)
+    if isinstance(value_set, pa.ChunkedArray):
+        value_set = value_set.combine_chunks()
+    lookup = pc.index_in(_arrow_strings(keys), value_set=value_set)
     return lookup.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _arrow_strings(series: pd.Series) -> pa.Array | pa.ChunkedArray:
+    """The column as Arrow large strings, zero-copy when pandas already stores it in Arrow."""
+    if not (isinstance(series.dtype, pd.StringDtype) and series.dtype.storage == "pyarrow"):
+        series = series.astype("str")
+    values = pa.array(series)
+    return values if values.type == pa.large_string() else values.cast(pa.large_string())
 
 
 def _aggregate_orders(orders: pd.DataFrame, ids: pd.Series | None, as_of: pd.Timestamp,
@@ -393,7 +405,7 @@ def _category_signals(orders, keep, pos, day, n, as_of_day, params: SegmentParam
     out = _empty_categories(n)
     if "category" not in orders.columns:
         return out
-    encoded = pc.dictionary_encode(pa.array(orders["category"].astype("str"), type=pa.large_string()))
+    encoded = pc.dictionary_encode(_arrow_strings(orders["category"]))
     if isinstance(encoded, pa.ChunkedArray):
         encoded = encoded.combine_chunks()
     names = np.asarray(encoded.dictionary.to_pylist(), dtype=object)
