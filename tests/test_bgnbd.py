@@ -160,3 +160,17 @@ def test_fit_bgnbd_cli_errors(tmp_path, capsys):
     assert main(["fit-bgnbd", "--orders", str(missing)]) == 1
     assert "ordered_at" in capsys.readouterr().err
     assert main(["fit-bgnbd", "--orders", str(missing), "--unit", "month"]) == 1
+
+
+def test_segmentation_fit_in_days_is_the_weekly_fit_rescaled(shared_data):
+    from winback.segments import SegmentParams, fit_customer_models
+
+    orders = read_cdnow(shared_data / "CDNOW_sample.txt")
+    models = fit_customer_models(orders, as_of=pd.Timestamp("1997-09-30 23:00", tz="UTC"),
+                                 params=SegmentParams(timezone="UTC", fit_ridge=0.0))
+    fit = models.bgnbd
+    assert fit.unit == "day" and fit.n_customers == 2357
+    assert fit.r == pytest.approx(PUBLISHED_BGNBD["r"], rel=0.01)
+    assert fit.alpha / 7 == pytest.approx(PUBLISHED_BGNBD["alpha"], rel=0.01)
+    assert fit.a == pytest.approx(PUBLISHED_BGNBD["a"], rel=0.01)
+    assert fit.b == pytest.approx(PUBLISHED_BGNBD["b"], rel=0.01)

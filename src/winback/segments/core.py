@@ -342,14 +342,20 @@ def _aggregate_orders(orders: pd.DataFrame, ids: pd.Series | None, as_of: pd.Tim
     for col in ("customer_id", "ordered_at", "amount"):
         if col not in orders.columns:
             raise DataError(f"orders have no {col} column", column=col)
-    if ids is None:
-        ids = pd.Series(pd.unique(orders["customer_id"].dropna().astype("str")), dtype="str")
-    n = len(ids)
     ordered_at = pd.to_datetime(orders["ordered_at"], utc=True)
     amount = pd.to_numeric(orders["amount"], errors="coerce").to_numpy(dtype=float)
     if np.isnan(amount).any() or ordered_at.isna().any():
         raise DataError("orders contain a missing or non-numeric amount or ordered_at; validate with load_inputs")
-    pos = _positions(orders["customer_id"], ids) if n else np.full(len(orders), -1, dtype=np.int64)
+    if ids is None:  # the customers are the distinct ids of the orders: one dictionary encoding
+        encoded = pc.dictionary_encode(_arrow_strings(orders["customer_id"]))
+        if isinstance(encoded, pa.ChunkedArray):
+            encoded = encoded.unify_dictionaries().combine_chunks() if encoded.num_chunks else pa.array(
+                [], pa.dictionary(pa.int32(), pa.large_string()))
+        ids = pd.Series(encoded.dictionary.to_pandas(), dtype="str")
+        pos = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    else:
+        pos = _positions(orders["customer_id"], ids) if len(ids) else np.full(len(orders), -1, dtype=np.int64)
+    n = len(ids)
     ts = ordered_at.astype("datetime64[ns, UTC]").to_numpy(dtype="datetime64[ns]").view("int64")
     # Orders after as_of are the future of a backtest; unknown customers were quarantined upstream.
     keep = (pos >= 0) & (ts <= as_of.as_unit("ns").value)
