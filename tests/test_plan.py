@@ -333,3 +333,14 @@ def test_followup_from_ledger_like_rows_without_segments(small) -> None:
     assert len(live) > 0
     ctx = json.loads(live["context"].iloc[0])
     assert ctx["history"]["orders"] == 1 and ctx["history"]["total_spend"] == 88.0 and ctx["step"] == 2
+
+
+def test_step_one_channel_is_strict_and_calls_still_routed() -> None:
+    customers, segments = population(300, seed=4)
+    spec = campaign()
+    spec = spec.model_copy(update={"cadence": [spec.cadence[0].model_copy(update={"channel": "email"}),
+                                               *spec.cadence[1:]]})
+    plan = build_plan(spec, customers, segments, as_of=AS_OF)
+    sent = plan[plan["arm"] != "excluded"]
+    assert set(sent["channel"]) <= {"email", "call_task"} and (sent["channel"] == "call_task").any()
+    assert (sent["send_at_utc"].dt.second == 0).all()

@@ -119,6 +119,8 @@ def schedule(due_utc: pd.Series, channel: pd.Series, timezones: pd.Series,
     """(send_at_utc, send_at_local) in each customer's quiet-hours window for their channel; NaT where no due."""
     send = pd.Series(pd.NaT, index=due_utc.index, dtype="datetime64[ns, UTC]")
     has = due_utc.notna() & channel.notna()
+    # Whole minutes: an as-of of 23:59:59.999999 should not produce a send time with odd seconds.
+    due_utc = pd.to_datetime(due_utc, utc=True).dt.ceil("min")
     if has.any():
         send.loc[has] = next_allowed_send_time(due_utc[has], timezones[has], _windows(channel[has], campaign))
     return send, local_iso(send, timezones)
@@ -332,8 +334,10 @@ def build_plan(campaign: Campaign, customers: pd.DataFrame, segments: pd.DataFra
     frame = frame.reset_index(drop=True)
     extras = [c for c in customers.columns if c not in KNOWN_CUSTOMER_COLUMNS | PRIVATE_CUSTOMER_COLUMNS]
 
+    first = campaign.cadence[0]
     policy = apply_contact_policy(frame, campaign, as_of=as_of, suppressions=suppressions,
-                                  contact_history=contact_history)
+                                  contact_history=contact_history,
+                                  channels=[first.channel] if first.channel else None, route_calls=True)
     frame = frame.join(policy)
     choice = choose_offers(frame, campaign, as_of=as_of, learner=learner, channel=frame["channel"])
     frame = frame.join(choice)

@@ -168,18 +168,21 @@ def channel_block_reasons(frame: pd.DataFrame, campaign: Campaign, channel: str,
 def apply_contact_policy(audience: pd.DataFrame, campaign: Campaign, *, as_of: pd.Timestamp,
                          suppressions: pd.DataFrame | None = None,
                          contact_history: pd.DataFrame | None = None,
-                         channels: list[str] | None = None) -> pd.DataFrame:
+                         channels: list[str] | None = None, route_calls: bool | None = None) -> pd.DataFrame:
     """Choose each customer's channel under the contact policy, or record why nobody may be contacted.
 
     Returns a frame on `audience.index` with `channel` and `to_address` (NA when excluded),
     `policy_reason` (NA when allowed, else e.g. `no_consent:email`), `policy_detail`
     (`email=no_consent:email; sms=frequency_cap`) and `route_call` (human follow-up routing).
-    `channels` overrides the campaign's preference order (a cadence step's channel).
+    `channels` overrides the campaign's preference order (a cadence step's channel); `route_calls`
+    (default: only when `channels` is None) applies the human follow-up rules first.
     """
     as_of = pd.Timestamp(as_of).tz_convert("UTC")
     order = list(channels or campaign.channels)
-    # Human follow-up routing applies to step 1 (the preference order); cadence steps pass `channels`.
-    routed = route_to_call(audience, campaign) if channels is None else pd.Series(False, index=audience.index)
+    # Human follow-up routing applies to step 1; later cadence steps are messages only.
+    if route_calls is None:
+        route_calls = channels is None
+    routed = route_to_call(audience, campaign) if route_calls else pd.Series(False, index=audience.index)
     fallback = campaign.human_followup.no_manager == "message"
     candidates: list[tuple[str, pd.Series]] = []
     if routed.any():
