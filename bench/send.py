@@ -171,17 +171,20 @@ def main() -> None:
         bodies = payloads(plan, templates)
         print(f"{n} messages, concurrency {c}, emulator {emu.url} (own process, uvicorn+httptools)", flush=True)
 
+        # The bare loops run on the same event loop as winback send (asyncio; WINBACK_EVENT_LOOP=uvloop for uvloop).
+        from winback.channels.dispatch import run_async
+
         emu.reset()
-        aio_s = asyncio.run(bare_aiohttp(emu.url, bodies, c))
+        aio_s = run_async(bare_aiohttp(emu.url, bodies, c))
         assert emu.stats()["accepted"] == n
         print(f"bare aiohttp loop:              {n / aio_s:8.0f} msgs/s ({aio_s:.2f} s)", flush=True)
 
         emu.reset()
-        hx_s = asyncio.run(bare_httpx(emu.url, bodies, c, "default"))
+        hx_s = run_async(bare_httpx(emu.url, bodies, c, "default"))
         print(f"bare httpx loop (default):      {n / hx_s:8.0f} msgs/s ({hx_s:.2f} s)", flush=True)
 
         emu.reset()
-        hxa_s = asyncio.run(bare_httpx(emu.url, bodies, c, "aiohttp"))
+        hxa_s = run_async(bare_httpx(emu.url, bodies, c, "aiohttp"))
         print(f"bare httpx + AiohttpTransport:  {n / hxa_s:8.0f} msgs/s ({hxa_s:.2f} s)", flush=True)
 
         emu.reset()
@@ -203,6 +206,7 @@ def main() -> None:
         "httpx_msgs_per_s": round(n / hx_s, 1), "ratio_httpx": round(wb / (n / hx_s), 3),
         "httpx_aiohttp_transport_msgs_per_s": round(n / hxa_s, 1),
         "wall_msgs_per_s": round(n / summary["process_wall_s"], 1), "duplicates": stats["duplicates"],
+        "event_loop": os.environ.get("WINBACK_EVENT_LOOP", "asyncio"),
     }
     print(json.dumps(result))
 

@@ -66,9 +66,7 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON line.")] = False,
     ) -> None:
         """Render and send every due treatment message of a plan, exactly once (resumable)."""
-        import asyncio
-
-        from winback.channels.dispatch import SendSettings, count_due, dispatch
+        from winback.channels.dispatch import SendSettings, count_due, dispatch, run_async
         from winback.channels.providers import Router, load_provider_config, provider_config_for_emulator
         from winback.config import ledger_url, parse_timestamp, secret, utc_now
         from winback.ledger import Ledger
@@ -138,7 +136,7 @@ def register(app: typer.Typer) -> None:
                 return result
 
         try:
-            summary = asyncio.run(run())
+            summary = run_async(run())
         finally:
             store.close()
         if as_json:

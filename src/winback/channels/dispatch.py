@@ -566,6 +566,24 @@ async def dispatch(ledger, settings: SendSettings, *, now: Any, plan: pd.DataFra
     return summary
 
 
+def run_async(coro):
+    """Run a coroutine on asyncio, or on uvloop with `WINBACK_EVENT_LOOP=uvloop`.
+
+    asyncio is the default: uvloop sped the bare aiohttp loop up by half here but not `winback send`,
+    whose time goes to rendering and httpx's client layer, not to the loop (bench/RESULTS.md).
+    """
+    import os
+
+    if os.environ.get("WINBACK_EVENT_LOOP", "asyncio") == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.run(coro)
+    return asyncio.run(coro)
+
+
 def count_due(ledger, *, now: Any, campaign_id: str | None = None) -> int:
     """Rows in `planned` whose send time has come (for a progress bar's total)."""
     rows = ledger.rows(campaign_id)

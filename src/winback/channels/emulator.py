@@ -467,7 +467,7 @@ def _free_port(host: str) -> int:
 def _uvicorn_config(app, host: str, port: int):
     import uvicorn
 
-    return uvicorn.Config(app, host=host, port=port, http=_DropCapableProtocol, loop="asyncio",
+    return uvicorn.Config(app, host=host, port=port, http=_DropCapableProtocol, loop="auto",
                           log_level="warning", access_log=False, lifespan="on", timeout_keep_alive=30,
                           backlog=4096)
 
