@@ -112,6 +112,24 @@ def _arrow_strings(series: pd.Series):
     return array.cast(pa.large_string())
 
 
+def regex_mask(series: pd.Series, pattern: str, *, full: bool = False) -> np.ndarray:
+    """True where `pattern` matches (anywhere, or the whole value with `full`); NA gives False.
+
+    Runs Arrow's RE2 kernel directly: pandas' `.str.contains` on the `str` dtype can fall back to
+    Python `re` per value (seconds per million rows). Patterns here are RE2-compatible.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if full:
+        pattern = f"^(?:{pattern.removeprefix('^').removesuffix('$')})$"
+    try:
+        matched = pc.match_substring_regex(_arrow_strings(series.astype("str")), pattern)
+        return pc.fill_null(matched, False).to_numpy(zero_copy_only=False).astype(bool)
+    except (TypeError, pa.ArrowException):
+        return series.astype("str").str.contains(pattern, regex=True).fillna(False).to_numpy(dtype=bool)
+
+
 @dataclass(frozen=True)
 class ParsedTimes:
     """Timestamps read from one column: `values` (UTC where zoned, wall time where naive)."""
@@ -135,18 +153,26 @@ def parse_timestamps(series: pd.Series) -> ParsedTimes:
         return ParsedTimes(values, ~missing, missing, np.zeros(n, bool))
     text = clean_text(series)
     missing = text.isna().to_numpy()
-    zoned = text.str.contains(_ZONE_SUFFIX, regex=True).fillna(False).to_numpy(dtype=bool)
+    zoned = regex_mask(text, _ZONE_SUFFIX)
     values = pd.Series(pd.NaT, index=series.index, dtype="datetime64[ns]")
+    if not zoned.any() and not missing.any():  # the common case: one vectorized ISO 8601 pass
+        values = pd.to_datetime(text, format="ISO8601", errors="coerce").astype("datetime64[ns]")
+        plain = np.ones(len(text), dtype=bool)
+        if values.notna().all():
+            return ParsedTimes(values, plain, missing, np.zeros(len(text), dtype=bool))
     if zoned.any():
-        z = text[zoned].str.replace(r"\s*UTC$", "+00:00", regex=True)
+        z = text[zoned]
+        if regex_mask(z, r"UTC$").any():  # a Python-level replace, so only when some say "UTC"
+            z = z.str.replace(r"\s*UTC$", "+00:00", regex=True)
         values[zoned] = (
             pd.to_datetime(z, format="ISO8601", utc=True, errors="coerce")
             .dt.tz_localize(None)
             .astype("datetime64[ns]")
         )
     plain = ~zoned & ~missing
-    if plain.any():
+    if plain.any() and values[plain].isna().all():
         values[plain] = pd.to_datetime(text[plain], format="ISO8601", errors="coerce").astype("datetime64[ns]")
+    if plain.any():
         for fmt in _EXTRA_DATE_FORMATS:
             left = plain & values.isna().to_numpy()
             if not left.any():
@@ -156,24 +182,22 @@ def parse_timestamps(series: pd.Series) -> ParsedTimes:
     return ParsedTimes(values, plain, missing, bad)
 
 
-def localize_naive(parsed: ParsedTimes, zones: pd.Series) -> pd.Series:
-    """UTC instants for every row: naive wall times are read in `zones` (one IANA name per row).
+def localize_naive(parsed: ParsedTimes, zone_codes: np.ndarray, zone_names: list[str]) -> pd.Series:
+    """UTC instants for every row: naive wall times are read in `zone_names[zone_codes[i]]`.
 
-    Grouped by zone, so the work is one vectorized tz_localize per distinct zone. Wall times that do
-    not exist (spring-forward gap) move forward; ambiguous ones (autumn fold) take standard time.
+    One vectorized tz_localize per distinct zone, on integer positions. Wall times that do not
+    exist (spring-forward gap) move forward; ambiguous ones (autumn fold) take standard time.
     """
     values = parsed.values
-    out = values.dt.tz_localize("UTC")
     naive = parsed.naive & values.notna().to_numpy()
-    if not naive.any():
-        return out
-    zone_of_naive = zones[naive]
-    for zone, index in zone_of_naive.groupby(zone_of_naive, sort=False).groups.items():
-        local = values.loc[index].dt.tz_localize(
-            str(zone), ambiguous=np.zeros(len(index), dtype=bool), nonexistent="shift_forward"
+    out = values.to_numpy(dtype="datetime64[ns]", copy=True)
+    for code in np.unique(zone_codes[naive]):
+        positions = np.flatnonzero(naive & (zone_codes == code))
+        local = pd.DatetimeIndex(out[positions]).tz_localize(
+            zone_names[code], ambiguous=np.zeros(len(positions), dtype=bool), nonexistent="shift_forward"
         )
-        out.loc[index] = local.dt.tz_convert("UTC")
-    return out
+        out[positions] = local.tz_convert("UTC").tz_localize(None).to_numpy(dtype="datetime64[ns]")
+    return pd.Series(out, index=values.index).dt.tz_localize("UTC")
 
 
 @dataclass(frozen=True)
@@ -195,18 +219,32 @@ def parse_money(series: pd.Series) -> ParsedNumbers:
     else:
         text = clean_text(series)
         missing = text.isna().to_numpy()
-        values = pd.to_numeric(text, errors="coerce").to_numpy(dtype="float64", na_value=np.nan, copy=True)
+        values = _arrow_floats(text)
+        if values is None:
+            values = pd.to_numeric(text, errors="coerce").to_numpy(dtype="float64", na_value=np.nan, copy=True)
         retry = ~missing & np.isnan(values)
         if retry.any():
             # Only the values plain parsing missed pay for the currency/thousands clean-up.
             noisy = text[retry].str.replace(_MONEY_NOISE, "", regex=True)
-            grouped = noisy.str.fullmatch(_THOUSANDS).fillna(False).to_numpy(dtype=bool)
+            grouped = regex_mask(noisy, _THOUSANDS, full=True)
             noisy = noisy.where(~grouped, noisy.str.replace(",", "", regex=False))
             values[retry] = pd.to_numeric(noisy, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
         bad = ~missing & ~np.isfinite(values)
     values = np.where(np.isfinite(values), values, np.nan)
     negative = np.nan_to_num(values, nan=0.0) < 0
     return ParsedNumbers(values, missing, bad, negative)
+
+
+def _arrow_floats(text: pd.Series) -> np.ndarray | None:
+    # Arrow's string->double cast is ~15x faster than pd.to_numeric; it refuses the whole column if
+    # any value is not a plain number, and then pandas does the forgiving parse.
+    import pyarrow as pa
+
+    try:
+        cast = _arrow_strings(text).cast(pa.float64())
+    except (TypeError, pa.ArrowException):
+        return None
+    return cast.to_numpy(zero_copy_only=False).astype("float64", copy=True)
 
 
 @dataclass(frozen=True)
@@ -237,7 +275,7 @@ def valid_emails(emails: pd.Series) -> np.ndarray:
     quoted, odd) go through email-validator itself. NA gives False.
     """
     present = emails.notna().to_numpy()
-    fast = emails.str.fullmatch(_EMAIL_FAST).fillna(False).to_numpy(dtype=bool, copy=True)
+    fast = regex_mask(emails, _EMAIL_FAST, full=True)
     if fast.any():
         lowered = emails[fast].str.lower()
         domain_ok = lowered.str.len().to_numpy() <= 254
@@ -269,7 +307,7 @@ def _email_validator_ok(value: str) -> bool:
 def normalize_phones(phones: pd.Series) -> pd.Series:
     """Drop the spaces, dashes, dots and parentheses people type inside numbers (+86 138-0013-8000)."""
     # The regex replace runs per value in Python: only on the values that need it.
-    messy = phones.str.contains(r"[^+0-9]", regex=True).fillna(False).to_numpy(dtype=bool)
+    messy = regex_mask(phones, r"[^+0-9]")
     if not messy.any():
         return phones
     out = phones.copy()
@@ -286,7 +324,7 @@ def valid_e164(phones: pd.Series) -> np.ndarray:
     30 s per million customers; this takes well under a second).
     """
     text = phones.astype("str")
-    shaped = text.str.fullmatch(_E164_SHAPE).fillna(False).to_numpy(dtype=bool)
+    shaped = regex_mask(text, _E164_SHAPE, full=True)
     result = np.zeros(len(phones), dtype=bool)
     if not shaped.any():
         return result
@@ -344,8 +382,7 @@ def _matches_desc(nsn: pd.Series, lengths: np.ndarray, desc) -> np.ndarray:
     if desc.possible_length:
         ok = np.isin(lengths, np.asarray(desc.possible_length))
     if ok.any():
-        matched = nsn.str.fullmatch(desc.national_number_pattern).fillna(False).to_numpy(dtype=bool)
-        ok &= matched
+        ok &= regex_mask(nsn, desc.national_number_pattern, full=True)
     return ok
 
 
@@ -374,7 +411,7 @@ def _valid_for_calling_code(nsn: pd.Series, cc: int) -> np.ndarray:
             break
         known = _has_known_type(nsn, lengths, meta)
         if meta.leading_digits:
-            claimed = undecided & nsn.str.match(meta.leading_digits).fillna(False).to_numpy(dtype=bool)
+            claimed = undecided & regex_mask(nsn, f"^(?:{meta.leading_digits})")
         else:
             claimed = undecided & known
         valid[claimed] = known[claimed]

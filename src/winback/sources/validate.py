@@ -283,9 +283,10 @@ def _to_utc(parsed: fields.ParsedTimes, position: np.ndarray, customers: pd.Data
     # Naive wall times are read in the customer's own time zone (default_timezone if unknown).
     if not parsed.naive.any():
         return parsed.values.dt.tz_localize("UTC")
-    zones = np.append(customers["timezone"].to_numpy(dtype=object), default_timezone)
-    row_zone = pd.Series(zones[position], index=parsed.values.index, dtype="str")  # -1 -> the default
-    return fields.localize_naive(parsed, row_zone)
+    codes, names = pd.factorize(customers["timezone"])
+    zone_names = [str(n) for n in names] + [default_timezone]
+    row_codes = np.append(codes, len(zone_names) - 1)[position]  # position -1 picks the default
+    return fields.localize_naive(parsed, row_codes, zone_names)
 
 
 def validate_orders(
