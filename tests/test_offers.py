@@ -207,3 +207,14 @@ def test_prior_learner_explores_around_priors_deterministically_by_seed() -> Non
     a = choose_offers(f, CAMPAIGN, as_of=AS_OF, learner=learner, seed=7)
     b = choose_offers(f, CAMPAIGN, as_of=AS_OF, learner=learner, seed=7)
     assert a.equals(b)
+
+
+def test_call_without_offer_is_still_a_treatment() -> None:
+    campaign = CAMPAIGN.model_copy(update={"human_followup": CAMPAIGN.human_followup.model_copy(
+        update={"with_offer": False}), "offers": [CAMPAIGN.offer("pct20")]})
+    f = frame(value_tier=["platinum", "platinum"], likely_reason="price")
+    out = choose_offers(f, campaign, as_of=AS_OF, channel=pd.Series(["call_task", "email"]))
+    assert pd.isna(out.loc[0, "offer"]) and pd.isna(out.loc[0, "offer_reason"])
+    assert out.loc[0, "choice_reason"] == "human_followup"
+    assert out.loc[0, "p_return"] == pytest.approx(out.loc[0, "p_base"] + 0.05)  # the call uplift for price
+    assert out.loc[1, "offer"] == "pct20"

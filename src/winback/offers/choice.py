@@ -29,6 +29,12 @@ from winback.policy.holdout import holdout_hash
 if TYPE_CHECKING:
     from winback.campaigns.model import Campaign, Offer
 
+def _no_offer():
+    from winback.campaigns.model import Offer
+
+    return Offer(id="no_offer", kind="reminder", template="call_task", prior_uplift=0.0)
+
+
 CHOICE_COLUMNS = ["offer", "offer_kind", "p_base", "p_return", "expected_cost", "expected_net_value",
                   "offer_reason", "choice_reason"]
 
@@ -112,9 +118,9 @@ def choose_offers(frame: pd.DataFrame, campaign: Campaign, *, as_of: pd.Timestam
     cost = np.zeros((n, k))
     eligible = np.zeros((n, k), dtype=bool)
     for j, offer in enumerate(offers):
-        ok = offer_eligible(frame, offer, as_of=as_of).to_numpy(dtype=bool)
+        ok = offer_eligible(frame, offer, as_of=as_of).to_numpy(dtype=bool, copy=True)
         if is_call.any() and not campaign.human_followup.with_offer:
-            ok &= ~is_call | (offer.kind == "reminder")
+            ok &= ~is_call
         up = None
         if learner is not None:
             up = _learned_uplift(frame, campaign, offer.kind, learner, rng, buckets)
@@ -165,13 +171,28 @@ def choose_offers(frame: pd.DataFrame, campaign: Campaign, *, as_of: pd.Timestam
     shown_ok = eligible[rows, shown] if k else np.zeros(n, dtype=bool)
     ids_of = np.array([o.id for o in offers], dtype=object)
     kinds_of = np.array([o.kind for o in offers], dtype=object)
+    p_show = np.where(shown_ok, p_ret[rows, shown], np.nan)
+    cost_show = np.where(shown_ok, cost[rows, shown], np.nan)
+    env_show = np.where(shown_ok, env[rows, shown], np.nan)
+    bare_call = is_call & ~campaign.human_followup.with_offer
+    if bare_call.any():
+        # A call without an offer: the manager's call is the treatment; its value is the call uplift.
+        fig = offer_figures(frame, campaign, _no_offer(), channel=channel, eov=eov, p_base=p_base)
+        none = none & ~bare_call
+        chosen = np.where(bare_call, -1, chosen)
+        offer_reason[bare_call] = None
+        choice_reason[bare_call] = "human_followup"
+        p_show = np.where(bare_call, fig["p_return"].to_numpy(), p_show)
+        cost_show = np.where(bare_call, fig["expected_cost"].to_numpy(), cost_show)
+        env_show = np.where(bare_call, fig["expected_net_value"].to_numpy(), env_show)
+    has_offer = ~none & (chosen >= 0)
     out = pd.DataFrame({
-        "offer": pd.array(np.where(none, None, ids_of[shown] if k else None), dtype="string"),
-        "offer_kind": pd.array(np.where(none, None, kinds_of[shown] if k else None), dtype="string"),
+        "offer": pd.array(np.where(has_offer, ids_of[shown] if k else None, None), dtype="string"),
+        "offer_kind": pd.array(np.where(has_offer, kinds_of[shown] if k else None, None), dtype="string"),
         "p_base": p_base.to_numpy(),
-        "p_return": np.where(shown_ok, p_ret[rows, shown], np.nan),
-        "expected_cost": np.where(shown_ok, cost[rows, shown], np.nan),
-        "expected_net_value": np.where(shown_ok, env[rows, shown], np.nan),
+        "p_return": p_show,
+        "expected_cost": cost_show,
+        "expected_net_value": env_show,
         "offer_reason": pd.array(offer_reason, dtype="string"),
         "choice_reason": pd.array(choice_reason, dtype="string"),
     }, index=index)
