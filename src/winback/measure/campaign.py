@@ -43,6 +43,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from winback.errors import DataError
 from winback.measure import stats
@@ -151,13 +152,13 @@ def _utc(series: pd.Series, name: str) -> pd.Series:
 def _offer_params(ledger: pd.DataFrame) -> pd.DataFrame:
     """percent (fraction), amount_off and fixed cost per ledger row, from the context JSON and expected_cost.
 
-    Only rows carrying a coupon code matter (no coupon, no redemption cost); their JSON is read by
-    DuckDB in one vectorised pass. Unreadable JSON only loses the kind-specific fallback.
+    Called only for the ledger rows whose coupon was redeemed; their JSON is read by DuckDB in one
+    vectorised pass. Unreadable JSON only loses the kind-specific fallback.
     """
     n = len(ledger)
     out = pd.DataFrame({"percent": np.full(n, np.nan), "amount_off": np.full(n, np.nan),
                         "fixed_cost": np.full(n, np.nan)}, index=ledger.index)
-    has_coupon = ledger["coupon_code"].notna().to_numpy()
+    has_coupon = ledger["coupon_code"].notna().to_numpy(dtype=bool)
     if "context" in ledger.columns and has_coupon.any():
         ctx = pd.DataFrame({"i": np.flatnonzero(has_coupon),
                             "context": ledger["context"].astype("string")[has_coupon].reset_index(drop=True)})
@@ -191,11 +192,13 @@ def prepare_ledger(ledger_rows: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in needed if c not in ledger_rows.columns]
     if missing:
         raise DataError(f"ledger rows lack column(s) {missing}")
-    led = ledger_rows.copy()
-    led = led[led["arm"].isin(["treatment", "holdout"])]
-    bad = ledger_rows.loc[~ledger_rows["arm"].isin(["treatment", "holdout", "excluded"]), "arm"]
+    arm = ledger_rows["arm"].astype("string")
+    in_experiment = arm.isin(["treatment", "holdout"]).to_numpy(dtype=bool)
+    bad = arm[~in_experiment & ~arm.eq("excluded").fillna(False).to_numpy(dtype=bool)]
     if len(bad):
         raise DataError(f"unknown arm value(s) {sorted(map(str, bad.unique()))[:5]}", column="arm")
+    # Copy-on-write: a shallow frame; only filter (a copy of every column) when there is something to drop.
+    led = ledger_rows.assign(arm=arm) if in_experiment.all() else ledger_rows.assign(arm=arm)[in_experiment]
     if "step" not in led.columns:
         led["step"] = 1
     led["step"] = pd.to_numeric(led["step"], errors="coerce")
@@ -221,13 +224,14 @@ def prepare_ledger(ledger_rows: pd.DataFrame) -> pd.DataFrame:
         if col not in led.columns:
             led[col] = pd.NA
         led[col] = led[col].astype("string")
-    led = led.join(_offer_params(led))
     led["really_sent"] = (led["state"] == "sent").fillna(False).astype(bool) & led["sent_at"].notna()
     # Treatment rows start their window at the real send when there was one; holdout at the plan.
     led["contact_at"] = led["send_at_utc"].where(~led["really_sent"], led["sent_at"])
     led.attrs["one_row_per_customer"] = not repeated.any()
     # Stable by step: each customer's first step comes first (customer order is kept as given).
-    return led.sort_values("step", kind="stable").reset_index(drop=True)
+    if not led["step"].is_monotonic_increasing:
+        led = led.sort_values("step", kind="stable")
+    return led.reset_index(drop=True)
 
 
 # -- attribution (DuckDB) --------------------------------------------------------------------------
@@ -280,57 +284,58 @@ def _sql_str(text: str) -> str:
 
 
 def attribute_orders(
-    units: pd.DataFrame, coupons: pd.DataFrame, orders, *, window_days: float, as_of: pd.Timestamp | None = None
+    units: pd.DataFrame, coupons: pd.DataFrame, orders, *, led: pd.DataFrame, window_days: float,
+    as_of: pd.Timestamp | None = None,
 ) -> pd.DataFrame:
-    """Per unit: orders, revenue, first order time (days after contact), coupons redeemed and their cost.
+    """Per unit (aligned with `units`): orders, revenue, first order day, coupons redeemed and their cost.
 
-    `units`: `unit` (int), `customer_id`, `contact_at` (UTC). `coupons`: `customer_id`, `coupon_code`,
-    `offer_kind`, `percent`, `amount_off`, `fixed_cost`. Orders count when
+    `units`: `customer_id`, `contact_at` (UTC), one row per unit. `coupons`: `customer_id`,
+    `coupon_code`, `ci` (the ledger row in `led` that gave the code). Orders count when
     contact_at ≤ ordered_at < contact_at + window_days (and ≤ as_of).
     """
-    start = units["contact_at"].astype("datetime64[ns, UTC]").astype("int64") // 1000
+    start = units["contact_at"].to_numpy(dtype="datetime64[ns]").astype("int64") // 1000
     end = start + int(round(window_days * _US_PER_DAY))
     if as_of is not None:
         end = np.minimum(end, as_of.tz_convert("UTC").value // 1000 + 1)
-    u = pd.DataFrame({"unit": units["unit"].to_numpy(),
-                      "customer_id": units["customer_id"].astype("string").reset_index(drop=True),
-                      "t0": start.to_numpy(), "t1": np.asarray(end)})
+    n = len(units)
+    u = pa.table({"unit": np.arange(n, dtype=np.int64),
+                  "customer_id": pa.array(units["customer_id"].astype("string").array, type=pa.string()),
+                  "t0": start, "t1": end})
+    c = pa.table({"customer_id": pa.array(coupons["customer_id"].astype("string").array, type=pa.string()),
+                  "coupon_code": pa.array(coupons["coupon_code"].astype("string").array, type=pa.string()),
+                  "ci": coupons["ci"].to_numpy(dtype=np.int64)})
     con = duckdb.connect()
     try:
         con.execute("SET threads TO 2")
         _orders_relation(con, orders)
         con.register("u", u)
-        con.register("c", coupons.astype({"customer_id": "string", "coupon_code": "string"}))
-        result = con.execute(
-            f"""
-            WITH hits AS (
-              SELECT u.unit, o.t - u.t0 AS dt, o.amount,
-                     c.coupon_code IS NOT NULL AS redeemed,
-                     CASE WHEN c.coupon_code IS NULL THEN 0.0
-                          WHEN o.discount > 0 THEN o.discount
-                          WHEN c.offer_kind = 'percent_off' AND c.percent IS NOT NULL THEN c.percent * o.amount
-                          WHEN c.offer_kind = 'amount_off' AND c.amount_off IS NOT NULL
-                               THEN least(c.amount_off, o.amount)
-                          ELSE coalesce(c.fixed_cost, 0.0) END AS cost
-              FROM u JOIN o ON o.customer_id = u.customer_id AND o.t >= u.t0 AND o.t < u.t1
-              LEFT JOIN c ON c.customer_id = o.customer_id AND c.coupon_code = o.coupon_code
-            )
-            SELECT unit, count(*) AS orders, sum(amount) AS revenue, min(dt) / {_US_PER_DAY}.0 AS first_order_days,
-                   sum(CAST(redeemed AS INTEGER)) AS coupons_redeemed, sum(cost) AS coupon_cost
-            FROM hits GROUP BY unit
-            """
-        ).df()
+        con.register("c", c)
+        con.execute(
+            """CREATE TEMP TABLE hits AS
+               SELECT u.unit, o.t - u.t0 AS dt, o.amount, o.discount, c.ci
+               FROM u JOIN o ON o.customer_id = u.customer_id AND o.t >= u.t0 AND o.t < u.t1
+               LEFT JOIN c ON c.customer_id = o.customer_id AND c.coupon_code = o.coupon_code"""
+        )
+        per_unit = con.execute(
+            "SELECT unit, count(*) AS orders, sum(amount) AS revenue, min(dt) AS first_dt, count(ci) AS coupons "
+            "FROM hits GROUP BY unit"
+        ).fetchnumpy()
+        redeemed = con.execute("SELECT unit, ci, amount, discount FROM hits WHERE ci IS NOT NULL").df()
     except duckdb.Error as exc:
         raise DataError(f"cannot join orders: {str(exc).splitlines()[0]}") from None
     finally:
         con.close()
-    out = pd.DataFrame({"unit": units["unit"].to_numpy()}).merge(result, on="unit", how="left")
-    out["orders"] = out["orders"].fillna(0).astype("int64")
-    out["coupons_redeemed"] = out["coupons_redeemed"].fillna(0).astype("int64")
-    for col in ("revenue", "coupon_cost"):
-        out[col] = out[col].astype(float).fillna(0.0)
-    out["first_order_days"] = out["first_order_days"].astype(float)
-    out["returned"] = out["orders"] > 0
+    idx = np.asarray(per_unit["unit"], dtype=np.int64)
+    out = pd.DataFrame({"orders": np.zeros(n, dtype=np.int64), "revenue": np.zeros(n),
+                        "first_order_days": np.full(n, np.nan), "coupons_redeemed": np.zeros(n, dtype=np.int64)})
+    out.loc[idx, "orders"] = np.asarray(per_unit["orders"], dtype=np.int64)
+    out.loc[idx, "revenue"] = np.asarray(per_unit["revenue"], dtype=float)
+    out.loc[idx, "first_order_days"] = np.asarray(per_unit["first_dt"], dtype=float) / _US_PER_DAY
+    out.loc[idx, "coupons_redeemed"] = np.asarray(per_unit["coupons"], dtype=np.int64)
+    costs = redemption_costs(led, redeemed)
+    out["coupon_cost"] = np.bincount(redeemed["unit"].to_numpy(dtype=np.int64), weights=costs, minlength=n) \
+        if len(redeemed) else np.zeros(n)
+    out["returned"] = out["orders"].to_numpy() > 0
     return out
 
 
@@ -338,9 +343,33 @@ def attribute_orders(
 
 
 def _coupon_table(led: pd.DataFrame) -> pd.DataFrame:
-    c = led.loc[led["coupon_code"].notna(), ["customer_id", "coupon_code", "offer_kind", "percent",
-                                                "amount_off", "fixed_cost"]]
-    return c.drop_duplicates(["customer_id", "coupon_code"]).reset_index(drop=True)
+    """The codes each customer was given: customer_id, coupon_code and `ci`, the ledger row it came from."""
+    has = led["coupon_code"].notna().to_numpy(dtype=bool)
+    c = pd.DataFrame({"customer_id": led["customer_id"][has].reset_index(drop=True),
+                      "coupon_code": led["coupon_code"][has].reset_index(drop=True),
+                      "ci": np.flatnonzero(has)})
+    if not led.attrs.get("one_row_per_customer"):
+        c = c.drop_duplicates(["customer_id", "coupon_code"]).reset_index(drop=True)
+    return c
+
+
+def redemption_costs(led: pd.DataFrame, redeemed: pd.DataFrame) -> np.ndarray:
+    """Cost of each redeemed coupon order (`redeemed`: ci, amount, discount); rules in the module docstring."""
+    if redeemed.empty:
+        return np.zeros(0)
+    rows = np.unique(redeemed["ci"].to_numpy())
+    params = _offer_params(led.iloc[rows].reset_index(drop=True))
+    at = np.searchsorted(rows, redeemed["ci"].to_numpy())
+    kind = led["offer_kind"].to_numpy(dtype=object, na_value=None)[redeemed["ci"].to_numpy()]
+    percent = params["percent"].to_numpy()[at]
+    amount_off = params["amount_off"].to_numpy()[at]
+    fixed = params["fixed_cost"].to_numpy()[at]
+    amount = redeemed["amount"].to_numpy(dtype=float)
+    discount = redeemed["discount"].to_numpy(dtype=float)
+    cost = np.where(np.isnan(fixed), 0.0, fixed)
+    cost = np.where((kind == "amount_off") & ~np.isnan(amount_off), np.minimum(amount_off, amount), cost)
+    cost = np.where((kind == "percent_off") & ~np.isnan(percent), percent * amount, cost)
+    return np.where(discount > 0, discount, cost)
 
 
 def _customer_units(led: pd.DataFrame) -> pd.DataFrame:
@@ -369,51 +398,84 @@ def _customer_units(led: pd.DataFrame) -> pd.DataFrame:
 
 
 def _arm_summary(units: pd.DataFrame, arm: str) -> dict:
-    a = units[units["arm"] == arm]
-    n = len(a)
-    returned = int(a["returned"].sum())
-    revenue = float(a["revenue"].sum())
+    mask = units["arm"].eq(arm).to_numpy(dtype=bool)
+    n = int(mask.sum())
+
+    def total(col):
+        return units[col].to_numpy()[mask].sum()
+
+    returned = int(total("returned"))
+    revenue = float(total("revenue"))
     return {
         "n": n,
         "returned": returned,
         "return_rate": returned / n if n else math.nan,
-        "orders": int(a["orders"].sum()),
+        "orders": int(total("orders")),
         "revenue": revenue,
         "revenue_per_customer": revenue / n if n else math.nan,
-        "coupons_redeemed": int(a["coupons_redeemed"].sum()),
-        "coupon_cost": float(a["coupon_cost"].sum()),
+        "coupons_redeemed": int(total("coupons_redeemed")),
+        "coupon_cost": float(total("coupon_cost")),
     }
 
 
-def _group_comparisons(units: pd.DataFrame, dim: str, confidence: float) -> pd.DataFrame:
+def _group_sums(units: pd.DataFrame, dims: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
+    """Per dimension and group: n, returned, revenue, revenue², coupon cost, for each arm (one DuckDB pass)."""
+    dims = list(dims)
+    if not dims or units.empty:
+        return {d: {"labels": []} for d in dims}
+    cols = {}
+    for i, d in enumerate(dims):
+        values = units[d] if d in units else pd.Series(pd.NA, index=units.index, dtype="string")
+        cols[f"d{i}"] = pa.array(values.astype("string").array, type=pa.string())
+    table = pa.table({**cols, "t": units["arm"].eq("treatment").to_numpy(dtype=bool),
+                      "r": units["returned"].to_numpy(dtype=float), "rev": units["revenue"].to_numpy(dtype=float),
+                      "cost": units["coupon_cost"].to_numpy(dtype=float)})
+    sets = ", ".join(f"(d{i}, t)" for i in range(len(dims)))
+    flags = ", ".join(f"GROUPING(d{i}) AS g{i}" for i in range(len(dims)))
+    con = duckdb.connect()
+    try:
+        con.execute("SET threads TO 2")
+        con.register("x", table)
+        got = con.execute(
+            f"SELECT {flags}, {', '.join(f'd{i}' for i in range(len(dims)))}, t, count(*) AS n, sum(r) AS ret, "
+            f"sum(rev) AS rev, sum(rev * rev) AS rev2, sum(cost) AS cost FROM x GROUP BY GROUPING SETS ({sets})"
+        ).df()
+    finally:
+        con.close()
+    out = {}
+    for i, d in enumerate(dims):
+        part = got[got[f"g{i}"] == 0]
+        label = part[f"d{i}"].astype("string").fillna(MISSING_GROUP).astype(str)
+        labels = sorted(set(label), key=lambda v: (v == MISSING_GROUP, _sort_key(v)))
+        pos = pd.Index(labels).get_indexer(label)
+        treated = part["t"].to_numpy(dtype=bool)
+        sums = {"labels": labels}
+        for name in ("n", "ret", "rev", "rev2", "cost"):
+            values = part[name].to_numpy(dtype=float)
+            t_arr, h_arr = np.zeros(len(labels)), np.zeros(len(labels))
+            np.add.at(t_arr, pos[treated], values[treated])
+            np.add.at(h_arr, pos[~treated], values[~treated])
+            sums[name] = (t_arr, h_arr)
+        out[d] = sums
+    return out
+
+
+def _sort_key(value: str):
+    """Numbers (cadence steps) in numeric order, everything else alphabetically."""
+    try:
+        return (0, float(value), "")
+    except ValueError:
+        return (1, 0.0, value)
+
+
+def _group_comparisons(sums: dict, dim: str, confidence: float) -> pd.DataFrame:
     """Treated vs holdout per value of `dim`: counts, rates, Newcombe CI, Welch revenue CI, Holm p."""
-    if dim in units:
-        # One factorize, then bincounts over (group, arm): fast at millions of customers.
-        values = units[dim]
-        if not pd.api.types.is_numeric_dtype(values):
-            values = values.astype("string")
-        codes, uniques = pd.factorize(values, sort=True, use_na_sentinel=True)
-        labels = [str(u) for u in uniques]
-        if (codes < 0).any():
-            codes = np.where(codes < 0, len(labels), codes)
-            labels.append(MISSING_GROUP)
-    else:
-        codes, labels = np.zeros(len(units), dtype=np.int64), [MISSING_GROUP]
-    k = len(labels)
-    treated = units["arm"].eq("treatment").to_numpy(dtype=bool)
-    idx = codes * 2 + treated  # even: holdout, odd: treatment
-    returned = units["returned"].to_numpy(dtype=float)
-    revenue = units["revenue"].to_numpy(dtype=float)
-    cost = units["coupon_cost"].to_numpy(dtype=float)
-
-    def sums(weights=None):
-        out = np.bincount(idx, weights=weights, minlength=2 * k).astype(float)
-        return out[1::2], out[0::2]  # treatment, holdout
-
-    (n_t, n_h), (r_t, r_h) = sums(), sums(returned)
-    (rev_t, rev_h), (rev2_t, rev2_h) = sums(revenue), sums(revenue * revenue)
-    cost_t, _ = sums(cost)
-    groups = labels
+    groups = sums["labels"]
+    if not groups:
+        return pd.DataFrame()
+    (n_t, n_h), (r_t, r_h) = sums["n"], sums["ret"]
+    (rev_t, rev_h), (rev2_t, rev2_h) = sums["rev"], sums["rev2"]
+    cost_t, _ = sums["cost"]
     rr = stats.diff_proportions_array(r_t, n_t, r_h, n_h, confidence)
     rows = []
     for i, g in enumerate(groups):
@@ -486,8 +548,8 @@ def measure_campaign(
         as_of = as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of.tz_convert("UTC")
     coupons = _coupon_table(led)
     units = _customer_units(led)
-    outcome = attribute_orders(units, coupons, orders, window_days=window_days, as_of=as_of)
-    units = units.merge(outcome, on="unit", how="left")
+    outcome = attribute_orders(units, coupons, orders, led=led, window_days=window_days, as_of=as_of)
+    units = pd.concat([units.reset_index(drop=True), outcome], axis=1)
 
     arms = {arm: _arm_summary(units, arm) for arm in ("treatment", "holdout")}
     t, h = arms["treatment"], arms["holdout"]
@@ -518,11 +580,13 @@ def measure_campaign(
             notes.append(f"{1 - complete:.0%} of customers' attribution windows end after as_of "
                          f"{as_of.isoformat()}: their returns are counted only up to as_of")
     breakdowns = {}
+    plain = [d for d in by if d != "step"]
+    sums = _group_sums(units, plain)
     for dim in by:
         if dim == "step":
             breakdowns["step"] = _step_breakdown(led, units, coupons, orders, window_days, as_of, confidence)
         else:
-            breakdowns[dim] = _group_comparisons(units, dim, confidence)
+            breakdowns[dim] = _group_comparisons(sums[dim], dim, confidence)
     if len(breakdowns):
         notes.append("Breakdowns test many subgroups; use p_holm (Holm-adjusted within each dimension) "
                      "before calling a subgroup difference real.")
@@ -551,20 +615,20 @@ def _step_breakdown(led, units, coupons, orders, window_days, as_of, confidence)
     steps = led[["customer_id", "arm", "step", "contact_at"]].reset_index(drop=True)
     # Rows whose window is the customer's own (their first step) reuse the customer-level attribution;
     # only later steps need a join of their own.
-    if not steps["customer_id"].duplicated().any():
+    if led.attrs.get("one_row_per_customer"):
         # One row per customer (no follow-ups yet): the customer-level attribution is the step's.
-        return _group_comparisons(units.assign(step=units["steps"]), "step", confidence)
+        return _group_comparisons(_group_sums(units.assign(step=units["steps"]), ["step"])["step"], "step",
+                                  confidence)
     known = units.set_index("customer_id")["contact_at"].reindex(steps["customer_id"])
     same = (steps["contact_at"].to_numpy(dtype="datetime64[ns]") == known.to_numpy(dtype="datetime64[ns]"))
     reused = steps[same].merge(units[["customer_id", "orders", "revenue", "first_order_days", "coupons_redeemed",
                                       "coupon_cost", "returned"]], on="customer_id", how="left")
     later = steps[~same].reset_index(drop=True)
     if len(later):
-        later.insert(0, "unit", np.arange(len(later), dtype="int64"))
-        later = later.merge(attribute_orders(later, coupons, orders, window_days=window_days, as_of=as_of),
-                            on="unit").drop(columns="unit")
+        later = pd.concat([later, attribute_orders(later, coupons, orders, led=led, window_days=window_days,
+                                                   as_of=as_of)], axis=1)
         reused = pd.concat([reused, later], ignore_index=True)
-    return _group_comparisons(reused, "step", confidence)
+    return _group_comparisons(_group_sums(reused, ["step"])["step"], "step", confidence)
 
 
 def _overall_row(result: MeasureResult) -> pd.DataFrame:
