@@ -17,7 +17,7 @@ from winback.campaigns.talking_points import call_history_line, talking_point
 from winback.errors import DataError
 from winback.offers.catalog import offer_eligible
 from winback.offers.choice import apply_budget, choose_offers, offer_figures
-from winback.offers.coupons import generate_coupon_codes
+from winback.offers.coupons import check_unique_codes, generate_coupon_codes
 from winback.offers.learning import Learner
 from winback.policy.contact import apply_contact_policy, ordered_since
 from winback.policy.holdout import assign_holdout, holdout_hash
@@ -263,6 +263,11 @@ def _assign_codes(plan: pd.DataFrame, campaign: Campaign, existing: set[str]) ->
         new = generate_coupon_codes(int(need.sum()), length=c.length, prefix=c.prefix, group=c.group,
                                     existing=existing)
         codes.loc[need] = new
+    # Defensive: a code is the proof of a single-use offer; two customers must never share one.
+    dupes = check_unique_codes(codes[plan["arm"] == "treatment"].dropna().tolist()
+                               + sorted(existing - set(codes.dropna())))
+    if dupes:
+        raise DataError(f"coupon code {dupes[0]!r} would be given twice", column="coupon_code")
     return codes
 
 
