@@ -120,10 +120,14 @@ async def bare_httpx(url: str, bodies: list[bytes], concurrency: int, transport:
     import httpx
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    if transport == "aiohttp":
+    if transport == "httpx-aiohttp":
         from httpx_aiohttp import AiohttpTransport
 
         client = httpx.AsyncClient(transport=AiohttpTransport(limits=limits), timeout=30)
+    elif transport == "winback":
+        from winback.channels.transport import AiohttpTransport as WinbackTransport
+
+        client = httpx.AsyncClient(transport=WinbackTransport(limits=limits), timeout=30)
     else:
         client = httpx.AsyncClient(limits=limits, timeout=30)
     headers = {"Authorization": f"Bearer {SENDGRID_KEY}", "Content-Type": "application/json"}
@@ -184,8 +188,12 @@ def main() -> None:
         print(f"bare httpx loop (default):      {n / hx_s:8.0f} msgs/s ({hx_s:.2f} s)", flush=True)
 
         emu.reset()
-        hxa_s = run_async(bare_httpx(emu.url, bodies, c, "aiohttp"))
-        print(f"bare httpx + AiohttpTransport:  {n / hxa_s:8.0f} msgs/s ({hxa_s:.2f} s)", flush=True)
+        hxa_s = run_async(bare_httpx(emu.url, bodies, c, "httpx-aiohttp"))
+        print(f"bare httpx + httpx_aiohttp:     {n / hxa_s:8.0f} msgs/s ({hxa_s:.2f} s)", flush=True)
+
+        emu.reset()
+        hxw_s = run_async(bare_httpx(emu.url, bodies, c, "winback"))
+        print(f"bare httpx + winback transport: {n / hxw_s:8.0f} msgs/s ({hxw_s:.2f} s)", flush=True)
 
         emu.reset()
         summary = run_winback_send(emu.url, plan_path, templates, f"sqlite:///{tmp}/ledger.db", c,
@@ -205,6 +213,7 @@ def main() -> None:
         "msgs_per_s": round(wb, 1), "baseline_msgs_per_s": round(n / aio_s, 1), "ratio": round(wb / (n / aio_s), 3),
         "httpx_msgs_per_s": round(n / hx_s, 1), "ratio_httpx": round(wb / (n / hx_s), 3),
         "httpx_aiohttp_transport_msgs_per_s": round(n / hxa_s, 1),
+        "httpx_winback_transport_msgs_per_s": round(n / hxw_s, 1),
         "wall_msgs_per_s": round(n / summary["process_wall_s"], 1), "duplicates": stats["duplicates"],
         "event_loop": os.environ.get("WINBACK_EVENT_LOOP", "asyncio"),
     }

@@ -182,3 +182,37 @@ def test_emulator_command_rejects_bad_options():
     out = subprocess.run([sys.executable, "-m", "winback.cli", "emulator", "--fault-rate", "2"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode != 0 and "Error:" in out.stderr and "--fault-rate" in out.stderr
+
+
+@pytest.mark.parametrize(("kind", "expected"), [("drop", httpx.RemoteProtocolError), ("slow", httpx.ReadTimeout)])
+def test_winback_transport_maps_failures_by_their_meaning_for_delivery(emu, kind, expected):
+    from winback.channels.providers import make_client
+
+    emu.set_faults(1.0, kinds=(kind,))
+
+    async def go():
+        async with make_client("aiohttp", timeout_s=0.5) as client:
+            with pytest.raises(expected):
+                await client.post(f"{emu.url}/v3/mail/send", json={}, headers={"Authorization": "Bearer x"})
+            emu.set_faults(0.0)
+            ok = await client.get(f"{emu.url}/_emulator/stats")
+            assert ok.status_code == 200 and "accepted" in ok.json()
+
+    asyncio.run(go())
+
+
+def test_winback_transport_connection_refused_is_connect_error():
+    import socket
+
+    from winback.channels.providers import make_client
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    async def go():
+        async with make_client("aiohttp", timeout_s=2) as client:
+            with pytest.raises(httpx.ConnectError):
+                await client.get(f"http://127.0.0.1:{port}/")
+
+    asyncio.run(go())

@@ -178,17 +178,17 @@ def _secret(given: SecretStr | None, env: str, what: str) -> SecretStr:
 
 def make_client(transport: Transport = "aiohttp", *, max_connections: int = 64,
                 timeout_s: float = 10.0) -> httpx.AsyncClient:
-    """The shared pooled `httpx.AsyncClient`.
+    """The shared pooled `httpx.AsyncClient` (aiohttp underneath by default; see `channels.transport`).
 
-    Transport choice, measured here (bench/RESULTS.md, "channels: transport"): httpx's default
-    transport parses HTTP/1.1 in pure Python (h11) and falls off sharply with many connections, while
-    `httpx_aiohttp.AiohttpTransport` keeps the httpx API (so `MockTransport` tests and the channel
-    code are unchanged) and uses aiohttp's C parser underneath, about 2-3x faster at 64 connections.
+    Measured here (bench/RESULTS.md): httpx's default transport parses HTTP in pure Python and was
+    several times slower than aiohttp at 64 connections; `winback.channels.transport.AiohttpTransport`
+    keeps the httpx API (channels and their `MockTransport` tests are unchanged) over aiohttp's parser,
+    and maps a dropped connection to "maybe sent" rather than httpx-aiohttp's "connect timeout".
     """
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
     timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0))
     if transport == "aiohttp":
-        from httpx_aiohttp import AiohttpTransport
+        from winback.channels.transport import AiohttpTransport
 
         return httpx.AsyncClient(transport=AiohttpTransport(limits=limits), timeout=timeout)
     return httpx.AsyncClient(limits=limits, timeout=timeout)
