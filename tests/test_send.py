@@ -250,3 +250,22 @@ def test_send_command_outage_exits_nonzero(emu, tmp_path, templates, monkeypatch
     err = capsys.readouterr().err
     assert "outage" in err and "left planned" in err
     assert Ledger(f"sqlite:///{tmp_path}/l.db").status()["planned"] == 30
+
+
+def test_batches_can_run_in_separate_event_loops(emu, tmp_path, templates):
+    """The Prefect dispatch flow may run each batch in its own `asyncio.run`."""
+    ledger = Ledger(f"sqlite:///{tmp_path}/ledger.db")
+    ledger.plan(make_plan(30, channel=["email", "sms"]))
+    config = provider_config_for_emulator(emu.url)
+    sent = 0
+    for _ in range(3):
+        async def one_batch():
+            async with Router(config) as router:
+                settings = SendSettings(router=router, renderer=Renderer(templates),
+                                        unsubscribe_secret=SecretStr(SECRET), public_url="https://events.example.com",
+                                        rate_limits={"sendgrid": 1000})
+                rows = await asyncio.to_thread(ledger.claim, now=NOW, limit=10)
+                return await dispatch_batch(rows, ledger, settings)
+
+        sent += asyncio.run(one_batch()).sent
+    assert sent == 30 and ledger.status()["sent"] == 30 and emu.stats()["duplicates"] == 0

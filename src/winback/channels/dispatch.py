@@ -185,8 +185,18 @@ class SendSettings:
         self._limiters: dict[str, Any] = {}
         self._semaphore: asyncio.Semaphore | None = None
 
+    def _same_loop(self) -> None:
+        # asyncio primitives belong to one event loop; a flow that runs each batch in its own
+        # `asyncio.run` gets fresh ones instead of "bound to a different event loop" errors.
+        loop = asyncio.get_running_loop()
+        if getattr(self, "_loop", None) is not loop:
+            self._loop = loop
+            self._semaphore = None
+            self._limiters = {}
+
     def limiter(self, provider: str):
         """The per-provider rate limiter (aiolimiter leaky bucket), or None when unlimited."""
+        self._same_loop()
         rate = self.rate_limits.get(provider)
         if not rate:
             return None
@@ -200,6 +210,7 @@ class SendSettings:
     @property
     def semaphore(self) -> asyncio.Semaphore:
         """Caps requests in flight across every provider (created inside the running loop)."""
+        self._same_loop()
         if self._semaphore is None:
             self._semaphore = asyncio.Semaphore(self.concurrency)
         return self._semaphore

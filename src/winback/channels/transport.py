@@ -11,6 +11,8 @@ for delivery, and reads the (small) provider answers in one go.
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 import httpx
 
@@ -21,9 +23,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     def __init__(self, *, limits: httpx.Limits | None = None) -> None:
         self.limits = limits or httpx.Limits(max_connections=100)
         self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._loop is not loop:
+            # A session is tied to the loop that made it (a flow may run each batch in its own loop).
+            self._loop = loop
             connector = aiohttp.TCPConnector(limit=self.limits.max_connections or 0,
                                              keepalive_timeout=self.limits.keepalive_expiry or 5.0)
             # No cookie jar and no automatic decompression: providers' APIs need neither, and httpx
