@@ -64,18 +64,18 @@ def _join(customers: pd.DataFrame, segments: pd.DataFrame) -> pd.DataFrame:
             first = frame.loc[dup, "customer_id"].iloc[0]
             raise DataError(f"customer_id {first!r} appears more than once ({int(dup.sum())} duplicates)",
                             file=name, column="customer_id")
-    # Nobody may silently disappear: both frames must describe the same customers.
-    only_seg = ~seg["customer_id"].isin(cust["customer_id"])
-    only_cust = ~cust["customer_id"].isin(seg["customer_id"])
-    for mask, frame, name, other in ((only_seg, seg, "segments", "customers"),
-                                     (only_cust, cust, "customers", "segments")):
+    seg = seg[["customer_id", *[c for c in seg.columns if c not in cust.columns]]]
+    # Nobody may silently disappear: both frames must describe the same customers (hash join, not isin,
+    # which is a Python loop on Arrow strings).
+    joined = cust.merge(seg, on="customer_id", how="outer", validate="one_to_one", indicator="_side", sort=False)
+    for side, name, other in (("right_only", "segments", "customers"), ("left_only", "customers", "segments")):
+        mask = joined["_side"] == side
         if mask.any():
-            first = frame.loc[mask, "customer_id"].iloc[0]
+            first = joined.loc[mask, "customer_id"].iloc[0]
             raise DataError(f"{int(mask.sum())} customer(s) are not in {other} (first: {first!r})",
                             file=name, column="customer_id",
                             hint="segment the same customers file the plan uses")
-    seg = seg[["customer_id", *[c for c in seg.columns if c not in cust.columns]]]
-    return cust.merge(seg, on="customer_id", how="inner", validate="one_to_one")
+    return joined.drop(columns="_side")
 
 
 def select_audience(frame: pd.DataFrame, campaign: Campaign) -> pd.Series:

@@ -91,8 +91,14 @@ def local_iso(ts_utc: pd.Series, timezones: pd.Series) -> pd.Series:
         ok = sub.notna()
         if not ok.any():
             continue
-        local = sub[ok].dt.tz_convert(str(zone))
-        text = local.dt.strftime("%Y-%m-%dT%H:%M:%S%z")
-        # strftime gives +0800; ISO 8601 extended form wants +08:00.
-        out.loc[text.index] = text.str.slice(0, -2) + ":" + text.str.slice(-2)
+        utc = sub[ok]
+        wall = utc.dt.tz_convert(str(zone)).dt.tz_localize(None)
+        # numpy formats wall times fast; the offset (wall − UTC) has only a few distinct values per zone.
+        text = np.datetime_as_string(wall.to_numpy(dtype="datetime64[s]"), unit="s")
+        offset_min = ((wall.to_numpy(dtype="datetime64[s]") - utc.dt.tz_localize(None).to_numpy(dtype="datetime64[s]"))
+                      .astype("int64") // 60)
+        labels = {int(m): f"{'+' if m >= 0 else '-'}{abs(int(m)) // 60:02d}:{abs(int(m)) % 60:02d}"
+                  for m in np.unique(offset_min)}
+        suffix = pd.Series(offset_min, index=utc.index).map(labels)
+        out.loc[utc.index] = pd.Series(text, index=utc.index).str.cat(suffix)
     return out
