@@ -205,3 +205,23 @@ def test_empty_holdout_gives_nan_not_crash():
     assert r.uplift["return_rate"]["ci_low"] is None
     assert any("empty" in n for n in r.notes)
     assert r.to_dict()["uplift"]["return_rate"]["ci_low"] is None
+
+
+def test_orders_from_a_csv_keep_text_ids(tmp_path):
+    # Ids with leading zeros stay text (DuckDB would otherwise infer integers); UTF-8 BOM as Excel writes it.
+    led = ledger_rows()
+    led["customer_id"] = led["customer_id"].map({c: f"00{i}" for i, c in enumerate("ABCDEFGX")})
+    o = orders()
+    o["customer_id"] = o["customer_id"].map({c: f"00{i}" for i, c in enumerate("ABCDEFGX")}).fillna("999")
+    path = tmp_path / "orders.csv"
+    o.to_csv(path, index=False, encoding="utf-8-sig")
+    r = measure_campaign(led, str(path), window_days=10, by=())
+    assert (r.arms["treatment"]["returned"], r.arms["holdout"]["returned"]) == (3, 1)
+    assert r.arms["treatment"]["coupon_cost"] == pytest.approx(45.0)
+
+
+def test_bad_order_amount_is_an_error(tmp_path):
+    path = tmp_path / "orders.csv"
+    orders().assign(amount=["x"] + [1.0] * 10).to_csv(path, index=False)
+    with pytest.raises(DataError, match="cannot join orders"):
+        measure_campaign(ledger_rows(), str(path), window_days=10, by=())

@@ -247,7 +247,8 @@ def _orders_relation(con: duckdb.DuckDBPyConnection, orders) -> str:
         if suffix in (".parquet", ".pq"):
             source = f"read_parquet('{_sql_str(path)}')"
         elif suffix == ".csv":
-            source = f"read_csv_auto('{_sql_str(path)}', header=true)"
+            # All text: ids like 00123 must stay text; numbers and times are cast below.
+            source = f"read_csv('{_sql_str(path)}', header=true, all_varchar=true)"
         else:
             raise DataError(f"unsupported orders file type {suffix!r}; use .csv or .parquet", file=path)
         try:
