@@ -161,15 +161,25 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=s
 dumps = _ENCODER.encode
 
 
+def _iso_utc(values: pd.Series) -> list[str | None]:
+    """UTC timestamps as ISO strings (`2026-06-16T15:59:59+00:00`), None for NaT; vectorized with numpy."""
+    ts = pd.to_datetime(values, utc=True)
+    arr = ts.dt.tz_localize(None).to_numpy(dtype="datetime64[s]")
+    text = np.char.add(np.datetime_as_string(arr, unit="s"), "+00:00").astype(object)
+    text[np.isnat(arr)] = None
+    return text.tolist()
+
+
 def _column(frame: pd.DataFrame, name: str) -> list[Any]:
     """A column as JSON-safe Python values (NA → None, datetimes → ISO strings), vectorized."""
     if name not in frame.columns:
         return [None] * len(frame)
     values = frame[name]
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        return _iso_utc(values)
     if pd.api.types.is_datetime64_any_dtype(values.dtype):
-        values = values.map(lambda t: None if pd.isna(t) else t.isoformat())
-    elif pd.api.types.is_bool_dtype(values.dtype) or pd.api.types.is_numeric_dtype(values.dtype):
-        return [_py(v) for v in values.tolist()]
+        return [None if pd.isna(t) else t.isoformat() for t in values]
+    # astype(object) yields Python int/float/bool/str, so json needs no per-value conversion.
     obj = values.astype(object)
     return obj.where(values.notna(), None).tolist()
 
@@ -196,8 +206,8 @@ def build_contexts(frame: pd.DataFrame, campaign: Campaign, *, as_of: pd.Timesta
         pd.Series(pd.NaT, index=rows.index, dtype="datetime64[ns, UTC]")
     days_since = ((as_of - last).dt.total_seconds() // 86400)
     history_cols = {
-        "last_order_at": [None if pd.isna(t) else t.isoformat() for t in last],
-        "days_since_last_order": [None if pd.isna(d) else int(d) for d in days_since],
+        "last_order_at": _iso_utc(last),
+        "days_since_last_order": days_since.astype("Int64").astype(object).where(days_since.notna(), None).tolist(),
         "total_spend": _column(rows, "total_spend"),
         "orders": _column(rows, "n_orders"),
         "top_category": _column(rows, "top_category"),
