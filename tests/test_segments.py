@@ -285,3 +285,12 @@ def test_property_each_customer_exactly_once_with_complete_columns(world):
     assert (seg["clv"] >= 0).all() and (seg["expected_purchases_90d"] >= 0).all()
     assert (seg.loc[buyers, "expected_gap_days"] > 0).all()
     assert (seg["frequency"] == (seg["n_transactions"] - 1).clip(lower=0)).all()
+
+
+@pytest.mark.parametrize("zone", ["Asia/Shanghai", "America/New_York", "Europe/Berlin", "UTC"])
+def test_calendar_days_match_pandas_across_dst(zone):
+    from winback.segments.core import _local_days
+
+    stamps = pd.date_range("2024-01-01", "2026-06-30", freq="37min", tz="UTC").as_unit("ns")
+    expected = stamps.tz_convert(zone).tz_localize(None).as_unit("ns").asi8 // 86_400_000_000_000
+    assert (_local_days(stamps.asi8, zone) == expected).all()

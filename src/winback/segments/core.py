@@ -364,12 +364,11 @@ def _aggregate_orders(orders: pd.DataFrame, ids: pd.Series | None, as_of: pd.Tim
     ts = ordered_at.astype("datetime64[ns, UTC]").to_numpy(dtype="datetime64[ns]").view("int64")
     # Orders after as_of are the future of a backtest; unknown customers were quarantined upstream.
     keep = (pos >= 0) & (ts <= as_of.as_unit("ns").value)
-    pos, ts, amount = pos[keep], ts[keep], amount[keep]
-    discount = (pd.to_numeric(orders["discount"], errors="coerce").fillna(0.0).to_numpy(dtype=float)[keep]
+    discount = (pd.to_numeric(orders["discount"], errors="coerce").fillna(0.0).to_numpy(dtype=float)
                 if "discount" in orders.columns else np.zeros(len(pos)))
-    # Calendar day in the business time zone, vectorized over the zone's transitions.
-    day = (ordered_at[keep].dt.tz_convert(params.timezone).dt.tz_localize(None)
-           .to_numpy().astype("datetime64[D]").astype(np.int64))
+    if not keep.all():  # the usual case keeps every row: skip four 10M-row copies
+        pos, ts, amount, discount = pos[keep], ts[keep], amount[keep], discount[keep]
+    day = _local_days(ts, params.timezone)
     agg = _empty_aggregates(n)
     if len(pos) == 0:
         return agg, _empty_categories(n), ids
@@ -411,6 +410,26 @@ def _aggregate_orders(orders: pd.DataFrame, ids: pd.Series | None, as_of: pd.Tim
     return agg, cats, ids
 
 
+def _local_days(ts_ns: np.ndarray, timezone: str) -> np.ndarray:
+    """Calendar day (days since 1970-01-01) in `timezone` of UTC nanosecond timestamps.
+
+    When the zone keeps one UTC offset over the whole period (Asia/Shanghai, or any zone outside
+    its DST dates), this is integer arithmetic; otherwise pandas converts over the zone's transitions.
+    """
+    if len(ts_ns) == 0:
+        return np.zeros(0, dtype=np.int64)
+    day_ns = 86_400 * 10**9
+    lo, hi = int(ts_ns.min()), int(ts_ns.max())
+    # An offset change shows up between two consecutive days of a daily grid over the period.
+    grid = pd.DatetimeIndex(np.arange(lo - day_ns, hi + 2 * day_ns, day_ns).view("datetime64[ns]"), tz="UTC")
+    local = grid.tz_convert(timezone).tz_localize(None).as_unit("ns").asi8
+    offsets = np.unique(local - grid.as_unit("ns").asi8)
+    if len(offsets) == 1:
+        return (ts_ns + int(offsets[0])) // day_ns
+    stamps = pd.DatetimeIndex(ts_ns.view("datetime64[ns]"), tz="UTC")
+    return stamps.tz_convert(timezone).tz_localize(None).as_unit("ns").asi8 // day_ns
+
+
 def _category_signals(orders, keep, pos, day, n, as_of_day, params: SegmentParams) -> pd.DataFrame:
     """Top category overall, top category before the category window and its orders in the window."""
     out = _empty_categories(n)
@@ -418,7 +437,9 @@ def _category_signals(orders, keep, pos, day, n, as_of_day, params: SegmentParam
         return out
     encoded = _dictionary_encode(orders["category"])
     names = np.asarray(encoded.dictionary.to_pylist(), dtype=object)
-    codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)[keep]
+    codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    if not keep.all():
+        codes = codes[keep]
     nonblank = np.array([bool(str(v).strip()) for v in names], dtype=bool)
     valid = codes >= 0
     valid[valid] = nonblank[codes[valid]]
