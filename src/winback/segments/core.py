@@ -567,8 +567,10 @@ def _value_tiers(clv, total, has, params: SegmentParams) -> np.ndarray:
         tiers[positive & (clv >= floors[0])] = "platinum"
         return tiers
     # Share of positive-value customers with a CLV at least this high (ties share the better tier).
-    values = pd.Series(clv[positive])
-    top_share = values.rank(ascending=False, method="min").to_numpy() / len(values)
+    values = clv[positive]
+    ascending = np.sort(values)
+    # 1 + number of customers with a strictly higher CLV, as a share (pandas rank "min", descending).
+    top_share = (len(values) - np.searchsorted(ascending, values, side="right") + 1) / len(values)
     bounds = np.cumsum(params.tier_shares)
     sub = np.full(len(values), "lead", dtype=object)
     sub[top_share <= bounds[2]] = "iron"
