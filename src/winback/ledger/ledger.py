@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg_dialect
@@ -46,6 +47,7 @@ _STATUS_RANK = {status: rank for rank, status in enumerate(DELIVERY_STATUSES)}
 SUPPRESSING_EVENTS = {"bounced": "bounced", "complained": "complained", "unsubscribed": "unsubscribed"}
 
 _CHUNK = 5_000  # rows per executemany: large enough to amortise round trips, small enough for memory
+_BULK_CHUNK = 50_000  # rows per driver-level executemany in plan()
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,18 +153,24 @@ class Ledger:
 
     def plan(self, frame: pd.DataFrame, *, now: Any | None = None) -> int:
         """Store a plan frame's new keys (treatment → planned, holdout → held_out, excluded skipped); return rows inserted."""
-        rows = _plan_rows(frame, self.dialect, _utc(now))
+        columns, rows = _plan_rows(frame, self.dialect, _utc(now))
         if not rows:
             return 0
-        table = schema.ledger
-        # RETURNING counts the inserted rows on both dialects (rowcount is -1 for psycopg inserts).
-        stmt = (self._insert(table).on_conflict_do_nothing(index_elements=list(schema.KEY_COLUMNS))
-                .returning(table.c.id))
+        # The bulk path goes straight to the driver's executemany (sqlite3 / psycopg pipeline): a
+        # Core insert spends most of its time building per-row parameter dicts (~10x slower on 1M
+        # rows). Still one parameterised statement; names come from the schema, never from input.
+        placeholder = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+        sql = (
+            f"INSERT INTO {schema.ledger.name} ({', '.join(columns)}) "
+            f"VALUES ({', '.join([placeholder] * len(columns))}) "
+            f"ON CONFLICT ({', '.join(schema.KEY_COLUMNS)}) DO NOTHING"
+        )
         inserted = 0
         try:
             with self._write() as conn:
-                for start in range(0, len(rows), _CHUNK):
-                    inserted += len(conn.execute(stmt, rows[start : start + _CHUNK]).all())
+                for start in range(0, len(rows), _BULK_CHUNK):
+                    # Both drivers sum rowcount over an executemany; a key already present counts 0.
+                    inserted += max(conn.exec_driver_sql(sql, rows[start : start + _BULK_CHUNK]).rowcount, 0)
         except sa.exc.SQLAlchemyError as exc:
             raise LedgerError(f"cannot store the plan: {_short(exc)}") from None
         return inserted
@@ -630,6 +638,9 @@ def _configure_sqlite(engine: sa.Engine) -> None:
         cur.execute("PRAGMA busy_timeout=30000")
         _enable_wal(cur)
         cur.execute("PRAGMA foreign_keys=ON")
+        # 64 MiB page cache (default 2 MiB): the key index of a million-row plan stays in memory,
+        # which keeps ON CONFLICT lookups of a re-plan from thrashing.
+        cur.execute("PRAGMA cache_size=-65536")
         # FULL: a `sent` record must survive power loss too, or a resume would send again.
         cur.execute("PRAGMA synchronous=FULL")
         cur.close()
@@ -659,7 +670,7 @@ def _enable_wal(cur) -> None:
             time.sleep(0.05)
 
 
-def _plan_rows(frame: pd.DataFrame, dialect: str, when: datetime) -> list[dict[str, Any]]:
+def _plan_rows(frame: pd.DataFrame, dialect: str, when: datetime) -> tuple[list[str], list[tuple]]:
     """Validate a plan frame and turn its treatment/holdout rows into insert parameters (vectorised)."""
     if not isinstance(frame, pd.DataFrame):
         raise DataError(f"plan must be a DataFrame, got {type(frame).__name__}")
@@ -675,7 +686,7 @@ def _plan_rows(frame: pd.DataFrame, dialect: str, when: datetime) -> list[dict[s
     positions = keep.nonzero()[0]  # to name rows by their position in the caller's frame
     plan = frame.loc[keep]
     if plan.empty:
-        return []
+        return [], []
     cols = [c for c in schema.PLAN_COLUMNS if c in plan.columns]
     data = pd.DataFrame(index=plan.index)
     for col in cols:
@@ -683,10 +694,12 @@ def _plan_rows(frame: pd.DataFrame, dialect: str, when: datetime) -> list[dict[s
         if isinstance(schema.PLAN_COLUMNS[col], schema.UTCDateTime):
             series = _utc_series(series, col)
             if dialect == "sqlite":
-                data[col] = series.dt.strftime(schema.SQLITE_TS_FORMAT).astype(object)
+                # Vectorised formatting in C (Series.dt.strftime is ~20x slower on a million rows).
+                text = np.datetime_as_string(series.dt.tz_localize(None).to_numpy("datetime64[us]"), unit="us")
+                data[col] = pd.Series(text, index=plan.index, dtype=object)
             else:
                 data[col] = series.astype(object)
-            data.loc[series.isna(), col] = None
+            data.loc[series.isna().to_numpy(), col] = None
         elif col == "step":
             if series.isna().any():
                 raise DataError("step is missing", row=_first_row(positions, series.isna()), column="step")
@@ -722,7 +735,9 @@ def _plan_rows(frame: pd.DataFrame, dialect: str, when: datetime) -> list[dict[s
     data["attempts"] = 0
     data["planned_at"] = stamp
     data["updated_at"] = stamp
-    return data.to_dict("records")
+    columns = list(data.columns)
+    # Column-wise tolist() yields native Python values fast (to_dict boxes value by value).
+    return columns, list(zip(*(data[c].tolist() for c in columns), strict=True))
 
 
 def _utc_series(series: pd.Series, col: str) -> pd.Series:
@@ -735,8 +750,6 @@ def _utc_series(series: pd.Series, col: str) -> pd.Series:
 
 def _first_row(positions, mask) -> int:
     """1-based position in the caller's plan frame of the first kept row where `mask` holds."""
-    import numpy as np
-
     return int(positions[np.asarray(mask).nonzero()[0][0]]) + 1
 
 

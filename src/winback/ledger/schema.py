@@ -1,7 +1,7 @@
 """The ledger's tables (SQLAlchemy Core), shared by SQLite and PostgreSQL.
 
 Timestamps are UTC everywhere: `timestamptz` on PostgreSQL; on SQLite a fixed-width ISO text
-(`YYYY-MM-DD HH:MM:SS.ffffff`, UTC, no offset) so that string order is time order and
+(`YYYY-MM-DDTHH:MM:SS.ffffff`, UTC, no offset) so that string order is time order and
 comparisons such as `send_at_utc <= :now` work in SQL.
 """
 
@@ -13,7 +13,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
 
-SQLITE_TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+SQLITE_TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"  # numpy.datetime_as_string(unit="us") writes the same
 
 
 class UTCDateTime(TypeDecorator):
@@ -122,10 +122,14 @@ ledger = sa.Table(
     ),
 )
 sa.Index("ix_ledger_due", ledger.c.campaign_id, ledger.c.state, ledger.c.send_at_utc)
-sa.Index("ix_ledger_contacts", ledger.c.customer_id, ledger.c.sent_at)
-sa.Index("ix_ledger_message", ledger.c.provider_message_id)
-# claim() without a campaign scans planned rows by due time across campaigns.
-sa.Index("ix_ledger_state_due", ledger.c.state, ledger.c.send_at_utc)
+# Partial indexes: rows enter them only once sent, so planning a million rows does not pay for them.
+# (`sent_at >= :since` and `provider_message_id = :id` imply the NOT NULL conditions, so both
+# SQLite and PostgreSQL use them.)
+sa.Index("ix_ledger_contacts", ledger.c.customer_id, ledger.c.sent_at,
+         sqlite_where=ledger.c.sent_at.isnot(None), postgresql_where=ledger.c.sent_at.isnot(None))
+sa.Index("ix_ledger_message", ledger.c.provider_message_id,
+         sqlite_where=ledger.c.provider_message_id.isnot(None),
+         postgresql_where=ledger.c.provider_message_id.isnot(None))
 
 suppressions = sa.Table(
     "suppressions",
