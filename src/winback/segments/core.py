@@ -568,9 +568,13 @@ def _value_tiers(clv, total, has, params: SegmentParams) -> np.ndarray:
         return tiers
     # Share of positive-value customers with a CLV at least this high (ties share the better tier).
     values = clv[positive]
-    ascending = np.sort(values)
     # 1 + number of customers with a strictly higher CLV, as a share (pandas rank "min", descending).
-    top_share = (len(values) - np.searchsorted(ascending, values, side="right") + 1) / len(values)
+    order = np.argsort(-values, kind="stable")
+    ranked = values[order]
+    idx = np.arange(len(ranked))
+    run_start = np.maximum.accumulate(np.where(np.r_[True, ranked[1:] != ranked[:-1]], idx, 0))
+    top_share = np.empty(len(values))
+    top_share[order] = (run_start + 1) / len(values)
     bounds = np.cumsum(params.tier_shares)
     sub = np.full(len(values), "lead", dtype=object)
     sub[top_share <= bounds[2]] = "iron"
