@@ -269,3 +269,35 @@ def test_batches_can_run_in_separate_event_loops(emu, tmp_path, templates):
 
         sent += asyncio.run(one_batch()).sent
     assert sent == 30 and ledger.status()["sent"] == 30 and emu.stats()["duplicates"] == 0
+
+
+def test_send_command_with_provider_config_yaml_and_env_secrets(emu, tmp_path, templates, monkeypatch, capsys):
+    from winback.channels import emulator as emulator_module
+
+    config = tmp_path / "providers.yaml"
+    config.write_text(
+        "email: mailgun\nsender_email: club@example.com\nsender_name: 示例俱乐部\n"
+        "unsubscribe_mailto: unsubscribe@example.com\npublic_url: https://events.example.com\ntimeout_s: 2\n"
+        "sms_from: '+15005550006'\n"
+        f"mailgun: {{base_url: '{emu.url}', domain: {emulator_module.MAILGUN_DOMAIN}, api_key_env: MY_MAILGUN_KEY}}\n"
+        f"twilio: {{base_url: '{emu.url}', account_sid: {emulator_module.TWILIO_SID}, auth_token_env: MY_TWILIO}}\n"
+        f"call_task: {{out_dir: '{tmp_path / 'calls'}'}}\n",
+        encoding="utf-8")
+    monkeypatch.setenv("MY_MAILGUN_KEY", emulator_module.MAILGUN_KEY)
+    monkeypatch.setenv("MY_TWILIO", emulator_module.TWILIO_TOKEN)
+    monkeypatch.setenv("WINBACK_UNSUBSCRIBE_SECRET", SECRET)
+    plan_path = tmp_path / "plan.csv"
+    make_plan(12, channel=["email", "sms", "call_task"]).to_csv(plan_path, index=False)
+    code = main(["send", "--plan", str(plan_path), "--provider-config", str(config), "--ledger",
+                 f"sqlite:///{tmp_path}/l.db", "--now", NOW, "--templates", str(templates), "--json"])
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and summary["sent"] == 12, summary
+    assert emu.stats()["by_provider"] == {"mailgun": 4, "twilio": 4}
+    assert len(list((tmp_path / "calls" / "spring").glob("*.csv"))) == 2
+    # a missing secret is a clean error naming the variable, never a traceback
+    monkeypatch.delenv("MY_MAILGUN_KEY")
+    make_plan(3, campaign_id="autumn").to_csv(plan_path, index=False)
+    assert main(["send", "--plan", str(plan_path), "--provider-config", str(config), "--ledger",
+                 f"sqlite:///{tmp_path}/l.db", "--now", NOW, "--templates", str(templates)]) == 1
+    assert "MY_MAILGUN_KEY" in capsys.readouterr().err
+    assert Ledger(f"sqlite:///{tmp_path}/l.db").status("autumn")["planned"] == 3  # released, not failed

@@ -254,6 +254,9 @@ class Router:
             s = c.twilio or TwilioSettings()
             from winback.channels.twilio import TwilioChannel
 
+            if not (c.sms_from or s.messaging_service_sid):
+                raise ConfigError("SMS needs a sender: set sms_from (a number or sender id) or "
+                                  "twilio.messaging_service_sid in the provider config")
             sid = s.account_sid or os.environ.get(s.account_sid_env)
             if not sid:
                 raise ConfigError(f"the Twilio account SID is not set (twilio.account_sid or {s.account_sid_env})")
