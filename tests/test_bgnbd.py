@@ -174,3 +174,14 @@ def test_segmentation_fit_in_days_is_the_weekly_fit_rescaled(shared_data):
     assert fit.alpha / 7 == pytest.approx(PUBLISHED_BGNBD["alpha"], rel=0.01)
     assert fit.a == pytest.approx(PUBLISHED_BGNBD["a"], rel=0.01)
     assert fit.b == pytest.approx(PUBLISHED_BGNBD["b"], rel=0.01)
+
+
+def test_segmentation_fit_in_weeks_reproduces_the_published_alpha(shared_data):
+    from winback.segments import SegmentParams, fit_customer_models
+
+    orders = read_cdnow(shared_data / "CDNOW_sample.txt")
+    fit = fit_customer_models(orders, as_of=pd.Timestamp("1997-09-30 23:00", tz="UTC"),
+                              params=SegmentParams(timezone="UTC", fit_ridge=0.0, fit_unit="week")).bgnbd
+    assert fit.unit == "week"
+    for name, published in PUBLISHED_BGNBD.items():
+        assert _close(getattr(fit, name), published), name

@@ -109,6 +109,7 @@ class SegmentParams(BaseModel):
     clv_step_days: int = Field(90, gt=0, description="discounting step; each step costs one hyp2f1 pass")
     annual_discount_rate: float = Field(0.10, ge=0)
     margin: float = Field(0.30, gt=0, le=1, description="gross margin applied to expected revenue")
+    fit_unit: Literal["day", "week"] = Field("day", description="time unit of the BG/NBD fit (alpha is in it)")
     fit_ridge: float = Field(1.0, ge=0, description="weak prior on log-parameters (finite fits on tiny data)")
     gamma_gamma_max_fit_customers: int = Field(200_000, gt=0, description="seeded sample cap for the GG fit")
     fit_seed: int = 0
@@ -517,8 +518,9 @@ def _fit_models(x, t_x, T, n_tx, tx_mean, params: SegmentParams) -> CustomerMode
     if len(x) == 0:
         # Nobody has bought: there is nothing to predict for, keep neutral literature-like values.
         return CustomerModels(BgNbdParams(0.25, 30.0, 0.8, 2.4, unit="day"), None)
-    bg = fit_bgnbd(x, t_x, T, unit="day", ridge=params.fit_ridge,
-                   initial=(1.0, max(float(np.mean(T)), 1.0), 1.0, 1.0))
+    scale = 7.0 if params.fit_unit == "week" else 1.0
+    bg = fit_bgnbd(x, t_x / scale, T / scale, unit=params.fit_unit, ridge=params.fit_ridge,
+                   initial=(1.0, max(float(np.mean(T)) / scale, 1.0), 1.0, 1.0))
     positive = tx_mean > 0
     gg = None
     if positive.any():
