@@ -169,11 +169,39 @@ class Ledger:
         inserted = 0
         try:
             with self._write() as conn:
+                if self.dialect == "postgresql":
+                    return self._plan_by_copy(conn, columns, rows)
                 for start in range(0, len(rows), _BULK_CHUNK):
                     # Both drivers sum rowcount over an executemany; a key already present counts 0.
                     inserted += max(conn.exec_driver_sql(sql, rows[start : start + _BULK_CHUNK]).rowcount, 0)
-        except sa.exc.SQLAlchemyError as exc:
+        except (sa.exc.SQLAlchemyError, self.engine.dialect.loaded_dbapi.Error) as exc:
             raise LedgerError(f"cannot store the plan: {_short(exc)}") from None
+        return inserted
+
+    @staticmethod
+    def _plan_by_copy(conn: sa.Connection, columns: list[str], rows: list[tuple]) -> int:
+        """PostgreSQL: COPY the rows into a temporary table, then one INSERT … SELECT … ON CONFLICT DO NOTHING.
+
+        COPY is several times faster than an executemany of a million INSERTs (psycopg spends its
+        time per statement); the temporary table lives only for this transaction.
+        """
+        cols = ", ".join(columns)
+        staging = "winback_plan_staging"
+        cur = conn.connection.dbapi_connection.cursor()
+        try:
+            cur.execute(f"CREATE TEMPORARY TABLE {staging} ON COMMIT DROP AS "
+                        f"SELECT {cols} FROM {schema.ledger.name} WITH NO DATA")
+            with cur.copy(f"COPY {staging} ({cols}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            cur.execute(
+                f"INSERT INTO {schema.ledger.name} ({cols}) SELECT {cols} FROM {staging} "
+                f"ON CONFLICT ({', '.join(schema.KEY_COLUMNS)}) DO NOTHING"
+            )
+            inserted = max(cur.rowcount, 0)
+            cur.execute(f"DROP TABLE {staging}")
+        finally:
+            cur.close()
         return inserted
 
     # -- sending ----------------------------------------------------------------------------------
