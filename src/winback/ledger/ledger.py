@@ -48,6 +48,7 @@ SUPPRESSING_EVENTS = {"bounced": "bounced", "complained": "complained", "unsubsc
 
 _CHUNK = 5_000  # ids per claim UPDATE: well under both databases' bound-parameter limits
 _BULK_CHUNK = 50_000  # rows per driver-level executemany in plan()
+_ANALYZE_AFTER = 10_000  # PostgreSQL: refresh planner statistics after a plan() this large
 _KEY_CHUNK = 5_000  # keys per VALUES list (3 bound parameters each: under both databases' limits)
 
 
@@ -200,6 +201,10 @@ class Ledger:
             )
             inserted = max(cur.rowcount, 0)
             cur.execute(f"DROP TABLE {staging}")
+            if inserted >= _ANALYZE_AFTER:
+                # Fresh statistics now, not whenever autovacuum gets to it: without them the planner
+                # believes `planned` rows are rare and claim() sorts / filters every due row.
+                cur.execute(f"ANALYZE {schema.ledger.name}")
         finally:
             cur.close()
         return inserted
