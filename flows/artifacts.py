@@ -85,10 +85,16 @@ def publish_plan(campaign_id: str, plan: pd.DataFrame, **kwargs) -> None:
     )
 
 
-def dispatch_markdown(campaign_id: str, now: str, totals: dict[str, int], failures: dict[str, int],
-                      status: dict[str, int], batches: int) -> str:
+def dispatch_markdown(campaign_id: str, now: str, totals: dict, status: dict[str, int]) -> str:
     """The result of one dispatch: sent, failed by reason, uncertain, suppressed, still planned."""
-    totals_frame = pd.DataFrame([{"outcome": k, "messages": v} for k, v in totals.items()])
+    failures = totals["failed"]
+    batches = totals["batches"]
+    totals_frame = pd.DataFrame([
+        {"outcome": "sent", "messages": totals["sent"]},
+        {"outcome": "failed", "messages": sum(failures.values())},
+        {"outcome": "suppressed at send time", "messages": totals["suppressed"]},
+        {"outcome": "uncertain", "messages": totals["uncertain"]},
+    ])
     failures_frame = pd.DataFrame([{"reason": k, "messages": v} for k, v in failures.items()])
     status_frame = pd.DataFrame([{"state": k, "rows": v} for k, v in sorted(status.items())])
     return (

@@ -8,6 +8,8 @@ frames) and only the send task retries, and only on retryable errors.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -48,16 +50,10 @@ def load_campaign_task(ref: str):
 @task(name="load and validate sources", cache_policy=NO_CACHE)
 def load_sources_task(campaign, world: str | None):
     """Read customers, orders and complaints (the campaign's sources or a demo world) and validate them."""
+    from winback.campaigns import resolve_sources
     from winback.sources import load_inputs
 
-    if world:
-        src = _world_sources(world)
-    else:
-        src = {**campaign.sources.resolved(campaign._base_dir), "departed_managers": campaign.sources.departed_managers}
-        if not src["customers"] or not src["orders"]:
-            raise ConfigError("the campaign names no customers/orders sources", path=campaign._source_file,
-                              field="sources", hint="add sources.customers and sources.orders, or pass world=DIR")
-    inputs = load_inputs(**src, encoding=campaign.sources.encoding)
+    inputs = load_inputs(**resolve_sources(campaign, world=world))
     logger = get_run_logger()
     logger.info(
         "Loaded %s customers, %s orders; quarantined %s rows %s",
@@ -151,25 +147,35 @@ def send_batch_task(campaign, *, channel: str, batch_size: int, emulator_url, pr
     return result
 
 
-def _world_sources(world: str) -> dict:
-    from winback.demo import read_world  # noqa: F401  (validates that it is a demo world folder)
-
-    base = Path(world)
-    managers = base / "managers.parquet"
-    departed: list[str] = []
-    if managers.exists():
-        frame = pd.read_parquet(managers)
-        departed = frame.loc[frame["left_at"].notna(), "name"].astype(str).tolist()
-    return {"customers": str(base / "customers.parquet"), "orders": str(base / "orders.parquet"),
-            "complaints": str(base / "complaints.parquet"), "departed_managers": departed}
-
-
 @task(name="list campaigns in the ledger", cache_policy=NO_CACHE)
 def campaigns_in_ledger_task(ledger_url: str) -> list[str]:
     """Ids of every campaign with rows in the ledger (the dispatch flow serves them all)."""
     from winback.ledger import Ledger
 
     return list(Ledger(ledger_url).campaigns())
+
+
+# A killed run's slot is freed when its lease lapses; a live holder renews it in the background.
+LOCK_LEASE_SECONDS = 60  # the server accepts leases of 60 s or more
+
+
+@contextmanager
+def campaign_lock(name: str, *, wait_seconds: float) -> Iterator[bool]:
+    """Hold Prefect global concurrency limit `name` (limit 1); yields False when not acquired in time."""
+    from prefect.concurrency.sync import concurrency
+
+    ensure_concurrency_limit(name)
+    slot = concurrency(name, occupy=1, strict=True, timeout_seconds=wait_seconds,
+                       lease_duration=LOCK_LEASE_SECONDS)
+    try:
+        slot.__enter__()
+    except TimeoutError:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        slot.__exit__(None, None, None)
 
 
 def ensure_concurrency_limit(name: str, limit: int = 1) -> str:
@@ -225,16 +231,13 @@ def _cadence_due(campaign, prior: pd.DataFrame, now: pd.Timestamp) -> bool:
     return False
 
 
-def _provider_config(emulator_url: str | None, provider_config: str | None):
+def _provider_config(emulator_url: str | None, provider_config: str | None, call_list_dir: str = "call-lists"):
     from winback.channels.providers import load_provider_config, provider_config_for_emulator
 
     if (emulator_url is None) == (provider_config is None):
         raise ConfigError("give exactly one of emulator_url and provider_config", field="provider_config")
     if emulator_url:
-        smtp_port = None
-        if "#smtp=" in emulator_url:  # `http://127.0.0.1:8025#smtp=8026` carries the emulator's SMTP port
-            emulator_url, smtp_port = emulator_url.split("#smtp=")[0], int(emulator_url.split("#smtp=")[1])
-        return provider_config_for_emulator(emulator_url, smtp_port=smtp_port)
+        return provider_config_for_emulator(emulator_url, out_dir=call_list_dir)
     return load_provider_config(provider_config)
 
 
@@ -247,7 +250,8 @@ async def _with_settings(campaign, emulator_url, provider_config, concurrency, u
     from winback.config import secret
     from winback.render import Renderer
 
-    config = _provider_config(emulator_url, provider_config)
+    # With the emulator, call lists (定期回访) are written as CSV files here, one per account manager.
+    config = _provider_config(emulator_url, provider_config, os.environ.get("WINBACK_CALL_LIST_DIR", "call-lists"))
     renderer = Renderer(campaign.templates_path(), locale_fallback=campaign.locale_fallback,
                         unsubscribe_mailto=config.unsubscribe_mailto)
     async with Router(config) as router:
@@ -263,7 +267,7 @@ async def _with_settings(campaign, emulator_url, provider_config, concurrency, u
 
 @task(name="reconcile interrupted sends", cache_policy=NO_CACHE)
 def reconcile_task(campaign, *, emulator_url, provider_config, ledger_url, now, concurrency,
-                   uncertain_policy) -> dict:
+                   uncertain_policy) -> dict[str, int]:
     """Rows a crashed run left in `sending`: look each up at its provider before anything is resent."""
     import asyncio
 
@@ -272,7 +276,7 @@ def reconcile_task(campaign, *, emulator_url, provider_config, ledger_url, now, 
 
     ledger = Ledger(ledger_url)
     if ledger.in_flight(campaign.id).empty:
-        return {"reconciled": {}, "status": ledger.status(campaign.id)}
+        return {}
 
     async def body(settings):
         return await reconcile_in_flight(ledger, settings, campaign_id=campaign.id)
@@ -280,7 +284,7 @@ def reconcile_task(campaign, *, emulator_url, provider_config, ledger_url, now, 
     summary = asyncio.run(_with_settings(campaign, emulator_url, provider_config, concurrency,
                                          uncertain_policy, body))
     get_run_logger().info("Reconciled interrupted sends: %s", summary.to_dict())
-    return {"reconciled": dict(summary.reconciled), "status": ledger.status(campaign.id)}
+    return dict(summary.reconciled)
 
 
 @task(name="count due messages", cache_policy=NO_CACHE)

@@ -55,6 +55,7 @@ def _environment() -> None:
     # A throwaway signing key for this local run's unsubscribe links (never a production key).
     os.environ.setdefault("WINBACK_UNSUBSCRIBE_SECRET", secrets.token_urlsafe(32))
     os.environ.setdefault("WINBACK_PUBLIC_URL", "https://winback.example.com")
+    os.environ.setdefault("WINBACK_CALL_LIST_DIR", str(OUT / "call-lists"))
 
 
 def make_world(n_customers: int):
@@ -137,7 +138,7 @@ def main() -> int:
     campaign = load_campaign(CAMPAIGN)
     world_dir = str(OUT / "world")
     with EmulatorServer() as emulator:
-        emulator_url = f"{emulator.url}#smtp={emulator.smtp_port}" if emulator.smtp_port else emulator.url
+        emulator_url = emulator.url
         console.print(f"[bold]2. Provider emulator[/] listening on {emulator.url}", highlight=False)
         console.print(f"[bold]3. Campaign flow[/] `{campaign.id}` through Prefect, as of {AS_OF}, "
                       f"starting {START:%Y-%m-%d %H:%M %Z}…", highlight=False)
