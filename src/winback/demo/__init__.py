@@ -6,10 +6,9 @@
 uplift a perfect measurement would find.
 """
 
-from winback.demo.returns import simulate_returns, simulated_order_prefix
-from winback.demo.storage import read_world, write_world
-from winback.demo.truth import true_uplift
-from winback.demo.world import World, WorldParams, generate_world
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __all__ = [
     "World",
@@ -21,3 +20,32 @@ __all__ = [
     "true_uplift",
     "write_world",
 ]
+
+if TYPE_CHECKING:
+    from winback.demo.returns import simulate_returns, simulated_order_prefix
+    from winback.demo.storage import read_world, write_world
+    from winback.demo.truth import true_uplift
+    from winback.demo.world import World, WorldParams, generate_world
+
+_HOME = {
+    "simulate_returns": "returns",
+    "simulated_order_prefix": "returns",
+    "read_world": "storage",
+    "write_world": "storage",
+    "true_uplift": "truth",
+    "World": "world",
+    "WorldParams": "world",
+    "generate_world": "world",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy (PEP 562): `winback --help` imports this package while looking for its cli module;
+    # pandas, scipy and friends load only when a name is really used.
+    if name in _HOME:
+        import importlib
+
+        value = getattr(importlib.import_module(f"winback.demo.{_HOME[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'winback.demo' has no attribute {name!r}")

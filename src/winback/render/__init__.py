@@ -28,24 +28,7 @@ template that uses a variable the contract does not provide.
 
 from __future__ import annotations
 
-from winback.render.formatting import display_name, format_date, money, normalize_locale, percent, zhe
-from winback.render.renderer import (
-    CHANNEL_FILES,
-    DEFAULT_LOCALE_FALLBACK,
-    DEFAULT_MAX_SMS_SEGMENTS,
-    Problem,
-    RenderedMessage,
-    Renderer,
-    RenderError,
-)
-from winback.render.samples import sample_context
-from winback.render.sms import sms_encoding, sms_segments
-from winback.render.tokens import (
-    InvalidUnsubscribeToken,
-    make_unsubscribe_token,
-    unsubscribe_url,
-    verify_unsubscribe_token,
-)
+from typing import TYPE_CHECKING, Any
 
 __all__ = [
     "CHANNEL_FILES",
@@ -69,3 +52,58 @@ __all__ = [
     "verify_unsubscribe_token",
     "zhe",
 ]
+
+if TYPE_CHECKING:
+    from winback.render.formatting import display_name, format_date, money, normalize_locale, percent, zhe
+    from winback.render.renderer import (
+        CHANNEL_FILES,
+        DEFAULT_LOCALE_FALLBACK,
+        DEFAULT_MAX_SMS_SEGMENTS,
+        Problem,
+        RenderedMessage,
+        Renderer,
+        RenderError,
+    )
+    from winback.render.samples import sample_context
+    from winback.render.sms import sms_encoding, sms_segments
+    from winback.render.tokens import (
+        InvalidUnsubscribeToken,
+        make_unsubscribe_token,
+        unsubscribe_url,
+        verify_unsubscribe_token,
+    )
+
+_HOME = {
+    "display_name": "formatting",
+    "format_date": "formatting",
+    "money": "formatting",
+    "normalize_locale": "formatting",
+    "percent": "formatting",
+    "zhe": "formatting",
+    "CHANNEL_FILES": "renderer",
+    "DEFAULT_LOCALE_FALLBACK": "renderer",
+    "DEFAULT_MAX_SMS_SEGMENTS": "renderer",
+    "Problem": "renderer",
+    "RenderedMessage": "renderer",
+    "Renderer": "renderer",
+    "RenderError": "renderer",
+    "sample_context": "samples",
+    "sms_encoding": "sms",
+    "sms_segments": "sms",
+    "InvalidUnsubscribeToken": "tokens",
+    "make_unsubscribe_token": "tokens",
+    "unsubscribe_url": "tokens",
+    "verify_unsubscribe_token": "tokens",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy (PEP 562): `winback --help` imports this package while looking for its cli module;
+    # pandas, scipy and friends load only when a name is really used.
+    if name in _HOME:
+        import importlib
+
+        value = getattr(importlib.import_module(f"winback.render.{_HOME[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'winback.render' has no attribute {name!r}")

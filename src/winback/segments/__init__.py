@@ -1,23 +1,8 @@
 """Lapse segmentation: RFM, own rhythm and overdue ratio, BG/NBD + Gamma-Gamma, value tiers, stages, reasons."""
 
-from winback.segments.core import (
-    SEGMENT_COLUMNS,
-    CustomerModels,
-    SegmentParams,
-    fit_customer_models,
-    segment_customers,
-)
-from winback.segments.models import (
-    BgNbdParams,
-    GammaGammaParams,
-    bgnbd_conditional_expected_purchases,
-    bgnbd_p_alive,
-    fit_bgnbd,
-    fit_gamma_gamma,
-    gamma_gamma_expected_value,
-    rfm_summary,
-)
-from winback.segments.summary import render_segment_summary, segment_summary
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __all__ = [
     "SEGMENT_COLUMNS",
@@ -36,3 +21,53 @@ __all__ = [
     "segment_customers",
     "segment_summary",
 ]
+
+if TYPE_CHECKING:
+    from winback.segments.core import (
+        SEGMENT_COLUMNS,
+        CustomerModels,
+        SegmentParams,
+        fit_customer_models,
+        segment_customers,
+    )
+    from winback.segments.models import (
+        BgNbdParams,
+        GammaGammaParams,
+        bgnbd_conditional_expected_purchases,
+        bgnbd_p_alive,
+        fit_bgnbd,
+        fit_gamma_gamma,
+        gamma_gamma_expected_value,
+        rfm_summary,
+    )
+    from winback.segments.summary import render_segment_summary, segment_summary
+
+_HOME = {
+    "SEGMENT_COLUMNS": "core",
+    "CustomerModels": "core",
+    "SegmentParams": "core",
+    "fit_customer_models": "core",
+    "segment_customers": "core",
+    "BgNbdParams": "models",
+    "GammaGammaParams": "models",
+    "bgnbd_conditional_expected_purchases": "models",
+    "bgnbd_p_alive": "models",
+    "fit_bgnbd": "models",
+    "fit_gamma_gamma": "models",
+    "gamma_gamma_expected_value": "models",
+    "rfm_summary": "models",
+    "render_segment_summary": "summary",
+    "segment_summary": "summary",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy (PEP 562): `winback --help` imports this package while looking for its cli module;
+    # pandas, scipy and friends load only when a name is really used.
+    if name in _HOME:
+        import importlib
+
+        value = getattr(importlib.import_module(f"winback.segments.{_HOME[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'winback.segments' has no attribute {name!r}")
