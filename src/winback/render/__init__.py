@@ -17,7 +17,8 @@ Templates folder layout (`templates/README.md` says the same for template writer
 Every template sees the render context of docs/CONTRACTS.md (`customer`, `offer`, `coupon_code`,
 `history`, `brand`, `survey_url`, `step`) plus `locale` (the folder used), `channel` and
 `unsubscribe_url` (None unless given). Filters: `money(currency, locale)`, `date(locale, format)`,
-`percent(locale)` (a fraction: 0.15 → 15%), `zhe` (15 % off → 8.5折), `display_name(locale)`.
+`percent(locale)` (a fraction: 0.15 → 15%), `zhe` (15 % off → 8.5折), `display_name(locale)`,
+`category_name(locale)` (`books` → 图书 in zh-*; unknown categories print as they are).
 
 Locale fallback per (template, channel): the customer's exact locale, then the fallback rules in
 order (default `{"zh-*": "zh-CN", "*": "en-US"}`; glob patterns), then any folder of the same language,
@@ -39,6 +40,7 @@ __all__ = [
     "RenderError",
     "RenderedMessage",
     "Renderer",
+    "category_name",
     "display_name",
     "format_date",
     "make_unsubscribe_token",
@@ -54,7 +56,15 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from winback.render.formatting import display_name, format_date, money, normalize_locale, percent, zhe
+    from winback.render.formatting import (
+        category_name,
+        display_name,
+        format_date,
+        money,
+        normalize_locale,
+        percent,
+        zhe,
+    )
     from winback.render.renderer import (
         CHANNEL_FILES,
         DEFAULT_LOCALE_FALLBACK,
@@ -74,6 +84,7 @@ if TYPE_CHECKING:
     )
 
 _HOME = {
+    "category_name": "formatting",
     "display_name": "formatting",
     "format_date": "formatting",
     "money": "formatting",

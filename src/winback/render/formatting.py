@@ -188,4 +188,46 @@ def display_name(customer: Any, locale: str) -> str:
     return first or ""
 
 
-FILTERS = {"display_name": display_name, "money": money, "date": format_date, "percent": percent, "zhe": zhe}
+# Display names of product categories per script. The keys are the demo world's categories
+# (`winback.demo.names.CATEGORIES`) — the values a shop's order export usually carries as codes;
+# a category already written for customers (e.g. "茶具") or unknown here is printed as it is.
+_CATEGORY_NAMES: dict[str, dict[str, str]] = {
+    "zh-Hans": {"apparel": "服饰", "beauty": "美妆", "home": "家居", "food": "食品", "electronics": "数码",
+                "baby": "母婴", "sports": "运动", "books": "图书"},
+    "zh-Hant": {"apparel": "服飾", "beauty": "美妝", "home": "家居", "food": "食品", "electronics": "3C數位",
+                "baby": "母嬰", "sports": "運動", "books": "書籍"},
+}
+_HANT_REGIONS = frozenset({"TW", "HK", "MO"})
+
+
+@lru_cache(maxsize=64)
+def _category_table(locale: str) -> dict[str, str]:
+    tag = normalize_locale(locale)
+    parts = tag.split("-")
+    if parts[0] != "zh":
+        return {}
+    hant = "Hant" in parts[1:] or ("Hans" not in parts[1:] and parts[-1] in _HANT_REGIONS)
+    return _CATEGORY_NAMES["zh-Hant" if hant else "zh-Hans"]
+
+
+def category_name(category: Any, locale: str) -> str:
+    """A product category as customers read it in `locale`: `category_name("books", "zh-CN")` → `图书`.
+
+    Unknown categories and locales without a table keep the raw value; None/NA gives "" (so
+    `(history.top_category | category_name(locale)) or "我们的商品"` works in templates).
+    """
+    if not isinstance(category, str):
+        try:
+            missing = category is None or bool(category != category)  # None or NaN
+        except TypeError:  # pd.NA: a comparison gives NA, whose truth value is ambiguous
+            missing = True
+        if missing:
+            return ""
+    text = str(category).strip()
+    if not text:
+        return ""
+    return _category_table(locale).get(text.lower(), text)
+
+
+FILTERS = {"category_name": category_name, "display_name": display_name, "money": money, "date": format_date,
+           "percent": percent, "zhe": zhe}
