@@ -64,6 +64,7 @@ from winback.segments.models import (
     BgNbdParams,
     GammaGammaParams,
     bgnbd_conditional_expected_purchases,
+    bgnbd_hypergeometric_term,
     bgnbd_p_alive,
     fit_bgnbd,
     fit_gamma_gamma,
@@ -178,23 +179,28 @@ def segment_customers(
     ids = customers["customer_id"]
     if not isinstance(ids.dtype, pd.StringDtype):
         ids = ids.astype("str")
-    if not ids.is_unique:
+    id_values = _arrow_strings(ids)
+    if isinstance(id_values, pa.ChunkedArray):
+        id_values = id_values.combine_chunks()
+    # One hash table over the ids serves both the duplicate check and every customer lookup.
+    id_dictionary = pc.unique(id_values)
+    if len(id_dictionary) != len(id_values):
         dup = ids[ids.duplicated()].iloc[0]
         raise DataError(f"duplicate customer_id {dup!r}", column="customer_id")
-    frame, cat, _ = _aggregate_orders(orders, ids, as_of, params)
-    has = frame["n_orders"].notna().to_numpy() & (frame["n_orders"].fillna(0).to_numpy() > 0)
+    agg, cat = _aggregate_orders(orders, id_values, as_of, params)
+    n = len(ids)
+    n_orders = agg["n_orders"]
+    has = n_orders > 0
 
     as_of_day = np.datetime64(as_of.tz_convert(params.timezone).date(), "D")
-    n_orders = frame["n_orders"].fillna(0).astype("int64").to_numpy()
-    n_tx = frame["n_transactions"].fillna(0).astype("int64").to_numpy()
+    n_tx = agg["n_transactions"]
     x = np.maximum(n_tx - 1, 0)
-    first_day = frame["first_day"].to_numpy(dtype="datetime64[D]")
-    last_day = frame["last_day"].to_numpy(dtype="datetime64[D]")
+    first_day, last_day = agg["first_day"], agg["last_day"]
     t_x = np.where(has, (last_day - first_day).astype("int64"), 0).astype(float)
     T = np.where(has, (as_of_day - first_day).astype("int64"), 0).astype(float)
-    total = frame["total_spend"].fillna(0.0).to_numpy(dtype=float)
-    first_at = pd.to_datetime(frame["first_order_at"], utc=True).astype("datetime64[ns, UTC]")
-    last_at = pd.to_datetime(frame["last_order_at"], utc=True).astype("datetime64[ns, UTC]")
+    total = agg["total_spend"]
+    first_at = pd.Series(pd.DatetimeIndex(agg["first_order_at"]).tz_localize("UTC"))
+    last_at = pd.Series(pd.DatetimeIndex(agg["last_order_at"]).tz_localize("UTC"))
     recency = (as_of - last_at).dt.total_seconds().to_numpy(dtype=float) / 86_400.0
     tenure = (as_of - first_at).dt.total_seconds().to_numpy(dtype=float) / 86_400.0
     recency = np.where(has, recency, np.nan)
@@ -204,10 +210,10 @@ def segment_customers(
     # Population models -------------------------------------------------------------------------
     if models is None:
         models = _fit_models(x[has], t_x[has], T[has], n_tx[has], tx_mean[has], params)
-    p_alive = np.full(len(frame), np.nan)
-    exp_purchases = np.zeros(len(frame))
-    clv = np.zeros(len(frame))
-    eov = np.full(len(frame), np.nan)
+    p_alive = np.full(n, np.nan)
+    exp_purchases = np.zeros(n)
+    clv = np.zeros(n)
+    eov = np.full(n, np.nan)
     if has.any():
         p_alive[has], exp_purchases[has], unit_value = _bgnbd_predictions(
             models.bgnbd, x[has], t_x[has], T[has], params
@@ -217,40 +223,38 @@ def segment_customers(
         eov[has] = np.where(np.isfinite(eov[has]), eov[has], tx_mean[has])
         clv[has] = params.margin * eov[has] * unit_value
 
-    # Value tier --------------------------------------------------------------------------------
-    value_tier = _value_tiers(clv, total, has, params)
+    # Value tier (codes into VALUE_TIERS) -------------------------------------------------------
+    tier = _value_tiers(clv, total, has, params)
 
     # Own rhythm --------------------------------------------------------------------------------
     repeaters = has & (x > 0)
     pop_gap = float(np.median(t_x[repeaters] / x[repeaters])) if repeaters.any() else params.fallback_gap_days
     pop_gap = max(pop_gap, 1.0)
-    patience = np.select([value_tier == t for t in VALUE_TIERS], [params.tier_patience[t] for t in VALUE_TIERS])
+    patience = np.array([params.tier_patience[t] for t in VALUE_TIERS], dtype=float)[tier]
     k0 = params.rhythm_prior_strength
     rate = (k0 + x) / (k0 * pop_gap * patience + t_x)
     expected_gap = np.where(has, 1.0 / rate, np.nan)
     overdue = np.where(has, recency / expected_gap, np.nan)
 
     # Frequency trend ---------------------------------------------------------------------------
-    trend = _frequency_trend(frame, has, first_day, as_of_day, rate, params)
+    trend = _frequency_trend(agg, has, first_day, as_of_day, rate, params)
 
-    # Lapse stage -------------------------------------------------------------------------------
-    lapse_stage = _lapse_stages(overdue, p_alive, has, params)
+    # Lapse stage (codes into LAPSE_STAGES) -----------------------------------------------------
+    stage = _lapse_stages(overdue, p_alive, has, params)
 
     # Reasons -----------------------------------------------------------------------------------
-    complaint_open, complaints_recent = _complaint_signals(ids, complaints, as_of, params)
-    discount_share = np.where(has, frame["n_discounted"].fillna(0).to_numpy(dtype=float)
-                              / np.maximum(n_orders, 1), 0.0)
-    top_category = cat["top_category"].astype("str").where(cat["top_category"].notna(), pd.NA)
-    category_drop = _category_drop(cat, frame, has, first_day, as_of_day, params)
+    complaint_open, complaints_recent = _complaint_signals(id_values, complaints, as_of, params)
+    discount_share = np.where(has, agg["n_discounted"] / np.maximum(n_orders, 1), 0.0)
+    category_drop = _category_drop(cat, has, first_day, as_of_day, params)
     manager_departed = _manager_departed(customers, departed_managers)
-    likely_reason = _likely_reasons(
-        lapse_stage, complaint_open, manager_departed,
+    reason = _likely_reasons(
+        stage, complaint_open, manager_departed,
         (discount_share >= params.price_discount_share) & (n_orders >= params.price_min_orders),
         category_drop,
     )
 
-    out = pd.DataFrame({
-        "customer_id": ids.to_numpy(),
+    return pd.DataFrame({
+        "customer_id": pd.array(id_values, dtype="str"),
         "n_orders": n_orders,
         "n_transactions": n_tx,
         "frequency": x.astype("int64"),
@@ -267,19 +271,16 @@ def segment_customers(
         "expected_purchases_90d": exp_purchases,
         "expected_order_value": eov,
         "clv": clv,
-        "value_tier": value_tier,
-        "lapse_stage": lapse_stage,
+        "value_tier": _strings(tier, VALUE_TIERS),
+        "lapse_stage": _strings(stage, LAPSE_STAGES),
         "complaint_open": complaint_open,
         "complaints_recent": complaints_recent,
         "discount_share": discount_share,
-        "top_category": top_category,
+        "top_category": _strings(cat["top_category"], cat["names"]),
         "category_drop": category_drop,
         "manager_departed": manager_departed,
-        "likely_reason": likely_reason,
+        "likely_reason": _strings(reason, REASONS),
     })
-    for col in ("value_tier", "lapse_stage", "likely_reason"):
-        out[col] = out[col].astype("str")
-    return out
 
 
 def fit_customer_models(orders: pd.DataFrame, *, as_of: pd.Timestamp,
@@ -287,18 +288,18 @@ def fit_customer_models(orders: pd.DataFrame, *, as_of: pd.Timestamp,
     """Fit BG/NBD (days) and Gamma-Gamma on the orders up to `as_of`, as `segment_customers` does."""
     params = params or SegmentParams()
     as_of = _utc(as_of)
-    agg, _, _ = _aggregate_orders(orders, None, as_of, params, categories=False)
-    agg = agg[agg["n_orders"].notna()]
-    if agg.empty:
+    agg, _ = _aggregate_orders(orders, None, as_of, params, categories=False)
+    buyers = agg["n_orders"] > 0
+    if not buyers.any():
         raise DataError("no orders up to as_of to fit the models on")
     as_of_day = np.datetime64(as_of.tz_convert(params.timezone).date(), "D")
-    n_tx = agg["n_transactions"].to_numpy(dtype="int64")
-    first_day = agg["first_day"].to_numpy(dtype="datetime64[D]")
-    last_day = agg["last_day"].to_numpy(dtype="datetime64[D]")
+    n_tx = agg["n_transactions"][buyers]
+    first_day = agg["first_day"][buyers]
+    last_day = agg["last_day"][buyers]
     return _fit_models(
         n_tx - 1, (last_day - first_day).astype("int64").astype(float),
         (as_of_day - first_day).astype("int64").astype(float), n_tx,
-        agg["total_spend"].to_numpy(dtype=float) / n_tx, params,
+        agg["total_spend"][buyers] / n_tx, params,
     )
 
 
@@ -312,21 +313,47 @@ def _utc(ts) -> pd.Timestamp:
     return ts.tz_convert("UTC")
 
 
-def _positions(keys: pd.Series, ids: pd.Series) -> np.ndarray:
-    """Position of each key in `ids` (-1 when absent), via Arrow's hash lookup (faster than pandas on strings)."""
-    value_set = _arrow_strings(ids)
-    if isinstance(value_set, pa.ChunkedArray):
-        value_set = value_set.combine_chunks()
-    lookup = pc.index_in(_arrow_strings(keys), value_set=value_set)
-    return lookup.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+def _strings(codes: np.ndarray, names) -> pd.api.extensions.ExtensionArray:
+    """A `str` column from integer codes into `names` (-1 → missing), without a Python object per row."""
+    indices = pa.array(codes.astype(np.int32), mask=codes < 0)
+    return pd.array(pa.DictionaryArray.from_arrays(indices, pa.array(list(names), pa.large_string()))
+                    .cast(pa.large_string()), dtype="str")
 
 
-def _dictionary_encode(series: pd.Series) -> pa.DictionaryArray:
-    """One dictionary over the whole column (encoding chunk by chunk and unifying later is ~100× slower)."""
-    values = _arrow_strings(series)
+def _positions(keys: pd.Series, id_values: pa.Array) -> np.ndarray:
+    """Position of each key in `id_values` (-1 when absent), via Arrow's hash lookup.
+
+    Exports usually list a customer's orders together: a run of equal consecutive keys is looked
+    up once (one vectorized comparison of neighbours instead of hashing every row).
+    """
+    values = _arrow_strings(keys)
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
-    return pc.dictionary_encode(values)
+    m = len(values)
+    if m == 0 or len(id_values) == 0:
+        return np.full(m, -1, dtype=np.int64)
+    differs = pc.not_equal(values[1:], values[:-1]).fill_null(True).to_numpy(zero_copy_only=False)
+    heads = np.flatnonzero(np.r_[True, differs])
+    if len(heads) > m // 2:  # hardly any runs: look every key up
+        lookup = pc.index_in(values, value_set=id_values)
+        return lookup.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    lookup = pc.index_in(values.take(pa.array(heads)), value_set=id_values)
+    found = lookup.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    return np.repeat(found, np.diff(np.r_[heads, m]))
+
+
+def _codes(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, names) of a string-like column, -1 for missing; one dictionary over the whole column."""
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        names = np.asarray(series.cat.categories.astype("str"), dtype=object)
+        return series.cat.codes.to_numpy().astype(np.int64), names
+    values = _arrow_strings(series)
+    if isinstance(values, pa.ChunkedArray):
+        # Encoding chunk by chunk and unifying later is ~100× slower than one pass.
+        values = values.combine_chunks()
+    encoded = pc.dictionary_encode(values)
+    names = np.asarray(encoded.dictionary.to_pylist(), dtype=object)
+    return encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64), names
 
 
 def _arrow_strings(series: pd.Series) -> pa.Array | pa.ChunkedArray:
@@ -337,78 +364,87 @@ def _arrow_strings(series: pd.Series) -> pa.Array | pa.ChunkedArray:
     return values if values.type == pa.large_string() else values.cast(pa.large_string())
 
 
-def _aggregate_orders(orders: pd.DataFrame, ids: pd.Series | None, as_of: pd.Timestamp,
+def _aggregate_orders(orders: pd.DataFrame, id_values: pa.Array | None, as_of: pd.Timestamp,
                       params: SegmentParams, *, categories: bool = True):
-    """Per-customer order aggregates (and category signals), aligned with `ids`.
+    """Per-customer order aggregates (and category signals) as numpy arrays aligned with `id_values`.
 
-    Sort-based and vectorized: each order gets its customer's position in `ids` and its calendar
-    day; one stable sort by (customer, day) turns transactions (distinct days) into run boundaries,
-    and every aggregate is a `bincount` or `reduceat` over the sorted columns. (A two-level DuckDB
-    GROUP BY over 10M (customer, day) pairs was 3-4× slower than this on the benchmark machine.)
-    With `ids` None, the customers are the distinct customer_ids of the orders.
-    Returns (aggregates, category signals, ids).
+    Sort-based and vectorized: each order gets its customer's position and its calendar day; one
+    stable sort by (customer, day) — skipped when the orders already come in that order, as exports
+    grouped by customer do — turns transactions (distinct days) into run boundaries, and every
+    aggregate is a `bincount` or `reduceat` over the sorted columns. (A two-level DuckDB GROUP BY
+    over 10M (customer, day) pairs was 3-4× slower than this on the benchmark machine.)
+    With `id_values` None, the customers are the distinct customer_ids of the orders.
+    Returns (aggregates, category signals).
     """
     for col in ("customer_id", "ordered_at", "amount"):
         if col not in orders.columns:
             raise DataError(f"orders have no {col} column", column=col)
-    ordered_at = pd.to_datetime(orders["ordered_at"], utc=True)
-    amount = pd.to_numeric(orders["amount"], errors="coerce").to_numpy(dtype=float)
+    ordered_at = orders["ordered_at"]
+    if not (isinstance(ordered_at.dtype, pd.DatetimeTZDtype) and str(ordered_at.dt.tz) == "UTC"):
+        ordered_at = pd.to_datetime(ordered_at, utc=True)
+    amount = orders["amount"]
+    if amount.dtype != np.float64:
+        amount = pd.to_numeric(amount, errors="coerce")
+    amount = amount.to_numpy(dtype=float)
     if np.isnan(amount).any() or ordered_at.isna().any():
         raise DataError("orders contain a missing or non-numeric amount or ordered_at; validate with load_inputs")
-    if ids is None:  # the customers are the distinct ids of the orders: one dictionary encoding
-        encoded = _dictionary_encode(orders["customer_id"])
-        ids = pd.Series(encoded.dictionary.to_pandas(), dtype="str")
-        pos = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    if id_values is None:  # the customers are the distinct ids of the orders: one dictionary encoding
+        pos, names = _codes(orders["customer_id"])
+        n = len(names)
     else:
-        pos = _positions(orders["customer_id"], ids) if len(ids) else np.full(len(orders), -1, dtype=np.int64)
-    n = len(ids)
+        n = len(id_values)
+        pos = _positions(orders["customer_id"], id_values)
     ts = ordered_at.astype("datetime64[ns, UTC]").to_numpy(dtype="datetime64[ns]").view("int64")
     # Orders after as_of are the future of a backtest; unknown customers were quarantined upstream.
     keep = (pos >= 0) & (ts <= as_of.as_unit("ns").value)
     discount = (pd.to_numeric(orders["discount"], errors="coerce").fillna(0.0).to_numpy(dtype=float)
-                if "discount" in orders.columns else np.zeros(len(pos)))
-    if not keep.all():  # the usual case keeps every row: skip four 10M-row copies
-        pos, ts, amount, discount = pos[keep], ts[keep], amount[keep], discount[keep]
+                if "discount" in orders.columns else None)
+    all_kept = bool(keep.all())
+    if not all_kept:  # the usual case keeps every row: skip the 10M-row copies
+        pos, ts, amount = pos[keep], ts[keep], amount[keep]
+        discount = discount[keep] if discount is not None else None
     day = _local_days(ts, params.timezone)
     agg = _empty_aggregates(n)
     if len(pos) == 0:
-        return agg, _empty_categories(n), ids
+        return agg, _empty_categories(n)
     d0 = int(day.min())
     width = int(day.max()) - d0 + 1
-    order = np.argsort(pos * width + (day - d0), kind="stable")
-    p, d, t, amt = pos[order], day[order], ts[order], amount[order]
-    key = p * width + (d - d0)
+    key = pos * width + (day - d0)
+    if bool((key[1:] >= key[:-1]).all()):
+        # Already in (customer, day) order: the stable sort would be the identity.
+        order = None
+        p, d, t, amt = pos, day, ts, amount
+    else:
+        order = np.argsort(key, kind="stable")
+        p, d, t, amt, key = pos[order], day[order], ts[order], amount[order], key[order]
     new_tx = np.empty(len(p), dtype=bool)
     new_tx[0] = True
     np.not_equal(key[1:], key[:-1], out=new_tx[1:])
-    starts = np.flatnonzero(np.r_[True, p[1:] != p[:-1]])
+    new_cust = np.empty(len(p), dtype=bool)
+    new_cust[0] = True
+    np.not_equal(p[1:], p[:-1], out=new_cust[1:])
+    starts = np.flatnonzero(new_cust)
     ends = np.r_[starts[1:], len(p)] - 1
     who = p[starts]
     as_of_day = np.datetime64(as_of.tz_convert(params.timezone).date(), "D").astype(np.int64)
     recent_start = as_of_day - params.trend_window_days
     earlier_start = recent_start - params.trend_window_days
     tx_day, tx_who = d[new_tx], p[new_tx]
-    agg["n_orders"] = np.bincount(p, minlength=n).astype(float)
-    agg["n_transactions"] = np.bincount(tx_who, minlength=n).astype(float)
+    agg["n_orders"] = np.bincount(p, minlength=n)
+    agg["n_transactions"] = np.bincount(tx_who, minlength=n)
     agg["total_spend"] = np.bincount(p, weights=amt, minlength=n)
-    agg["n_discounted"] = np.bincount(pos, weights=(discount > 0).astype(float), minlength=n)
+    if discount is not None:
+        agg["n_discounted"] = np.bincount(pos, weights=(discount > 0).astype(float), minlength=n)
     agg["tx_recent"] = np.bincount(tx_who, weights=(tx_day > recent_start).astype(float), minlength=n)
     agg["tx_earlier"] = np.bincount(
         tx_who, weights=((tx_day > earlier_start) & (tx_day <= recent_start)).astype(float), minlength=n)
-    first_day = np.full(n, np.datetime64("NaT"), dtype="datetime64[D]")
-    last_day = first_day.copy()
-    first_day[who] = d[starts].astype("datetime64[D]")
-    last_day[who] = d[ends].astype("datetime64[D]")
-    agg["first_day"], agg["last_day"] = first_day, last_day
-    first_at = np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]")
-    last_at = first_at.copy()
-    first_at[who] = np.minimum.reduceat(t, starts).view("datetime64[ns]")
-    last_at[who] = np.maximum.reduceat(t, starts).view("datetime64[ns]")
-    agg["first_order_at"] = pd.DatetimeIndex(first_at).tz_localize("UTC")
-    agg["last_order_at"] = pd.DatetimeIndex(last_at).tz_localize("UTC")
-    agg.loc[agg["n_orders"] == 0, ["n_orders", "n_transactions"]] = np.nan
-    cats = _category_signals(orders, keep, pos, day, n, as_of_day, params) if categories else _empty_categories(n)
-    return agg, cats, ids
+    agg["first_day"][who] = d[starts].astype("datetime64[D]")
+    agg["last_day"][who] = d[ends].astype("datetime64[D]")
+    agg["first_order_at"][who] = np.minimum.reduceat(t, starts).view("datetime64[ns]")
+    agg["last_order_at"][who] = np.maximum.reduceat(t, starts).view("datetime64[ns]")
+    cats = (_category_signals(orders, None if all_kept else keep, pos, day, n, as_of_day, params)
+            if categories else _empty_categories(n))
+    return agg, cats
 
 
 def _local_days(ts_ns: np.ndarray, timezone: str) -> np.ndarray:
@@ -431,15 +467,16 @@ def _local_days(ts_ns: np.ndarray, timezone: str) -> np.ndarray:
     return stamps.tz_convert(timezone).tz_localize(None).as_unit("ns").asi8 // day_ns
 
 
-def _category_signals(orders, keep, pos, day, n, as_of_day, params: SegmentParams) -> pd.DataFrame:
-    """Top category overall, top category before the category window and its orders in the window."""
+def _category_signals(orders, keep, pos, day, n, as_of_day, params: SegmentParams) -> dict:
+    """Top category overall, top category before the category window and its orders in the window.
+
+    Categories are codes into `names` (sorted by name); -1 when the customer has none.
+    """
     out = _empty_categories(n)
     if "category" not in orders.columns:
         return out
-    encoded = _dictionary_encode(orders["category"])
-    names = np.asarray(encoded.dictionary.to_pylist(), dtype=object)
-    codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-    if not keep.all():
+    codes, names = _codes(orders["category"])
+    if keep is not None:
         codes = codes[keep]
     nonblank = np.array([bool(str(v).strip()) for v in names], dtype=bool)
     valid = codes >= 0
@@ -450,11 +487,15 @@ def _category_signals(orders, keep, pos, day, n, as_of_day, params: SegmentParam
     rank = np.empty(len(names), dtype=np.int64)
     rank[np.argsort(names.astype(str), kind="stable")] = np.arange(len(names))
     k = len(names)
-    p, c, d = pos[valid], rank[codes[valid]], day[valid]
-    by_rank = names[np.argsort(rank)]
+    out["names"] = names[np.argsort(rank)]
+    if valid.all():  # skip three 10M-row copies
+        p, c, d = pos, rank[codes], day
+    else:
+        p, c, d = pos[valid], rank[codes[valid]], day[valid]
     cat_start = as_of_day - params.category_window_days
     recent = (d > cat_start).astype(float)
     flat = p * k + c
+    top_all, top_before = out["top_category"], out["top_before"]
     if n * k <= 20_000_000:
         # Few categories: dense customer × category count matrices; argmax keeps the first
         # (alphabetical) category on ties.
@@ -462,14 +503,14 @@ def _category_signals(orders, keep, pos, day, n, as_of_day, params: SegmentParam
         recent_m = np.bincount(flat, weights=recent, minlength=n * k).reshape(n, k)
         before_m = all_m - recent_m
         rows = np.arange(n)
-        top_all, top_before = all_m.argmax(axis=1), before_m.argmax(axis=1)
-        bought = all_m[rows, top_all] > 0
-        before_orders = before_m[rows, top_before]
+        best_all, best_before = all_m.argmax(axis=1), before_m.argmax(axis=1)
+        bought = all_m[rows, best_all] > 0
+        before_orders = before_m[rows, best_before]
         had_before = before_orders > 0
-        out.loc[bought, "top_category"] = by_rank[top_all[bought]]
-        out.loc[had_before, "top_before"] = by_rank[top_before[had_before]]
+        top_all[bought] = best_all[bought]
+        top_before[had_before] = best_before[had_before]
         out["top_before_orders"] = np.where(had_before, before_orders, 0.0)
-        out["top_before_recent"] = np.where(had_before, recent_m[rows, top_before], 0.0)
+        out["top_before_recent"] = np.where(had_before, recent_m[rows, best_before], 0.0)
     else:
         pair, inverse = np.unique(flat, return_inverse=True)
         inverse = inverse.ravel()
@@ -480,11 +521,11 @@ def _category_signals(orders, keep, pos, day, n, as_of_day, params: SegmentParam
         # pair is sorted by (customer, category rank): a stable sort on the count keeps alphabetical ties.
         first_all = _first_per_group(pair_pos, -n_all)
         first_before = _first_per_group(pair_pos, -n_before)
-        out.loc[pair_pos[first_all], "top_category"] = by_rank[pair_cat[first_all]]
+        top_all[pair_pos[first_all]] = pair_cat[first_all]
         sel = first_before[n_before[first_before] > 0]
-        out.loc[pair_pos[sel], "top_before"] = by_rank[pair_cat[sel]]
-        out.loc[pair_pos[sel], "top_before_orders"] = n_before[sel]
-        out.loc[pair_pos[sel], "top_before_recent"] = n_recent[sel]
+        top_before[pair_pos[sel]] = pair_cat[sel]
+        out["top_before_orders"][pair_pos[sel]] = n_before[sel]
+        out["top_before_recent"][pair_pos[sel]] = n_recent[sel]
     out["recent_orders"] = np.bincount(p, weights=recent, minlength=n)
     return out
 
@@ -496,22 +537,24 @@ def _first_per_group(group: np.ndarray, sort_key: np.ndarray) -> np.ndarray:
     return order[np.r_[True, g[1:] != g[:-1]]]
 
 
-def _empty_aggregates(n: int) -> pd.DataFrame:
-    nat = np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]")
-    return pd.DataFrame({
-        "n_orders": np.full(n, np.nan), "n_transactions": np.full(n, np.nan), "total_spend": np.zeros(n),
-        "n_discounted": np.zeros(n), "tx_recent": np.zeros(n), "tx_earlier": np.zeros(n),
-        "first_day": nat.astype("datetime64[D]"), "last_day": nat.astype("datetime64[D]"),
-        "first_order_at": pd.DatetimeIndex(nat).tz_localize("UTC"),
-        "last_order_at": pd.DatetimeIndex(nat).tz_localize("UTC"),
-    })
+def _empty_aggregates(n: int) -> dict:
+    return {
+        "n_orders": np.zeros(n, dtype=np.int64), "n_transactions": np.zeros(n, dtype=np.int64),
+        "total_spend": np.zeros(n), "n_discounted": np.zeros(n), "tx_recent": np.zeros(n),
+        "tx_earlier": np.zeros(n),
+        "first_day": np.full(n, np.datetime64("NaT"), dtype="datetime64[D]"),
+        "last_day": np.full(n, np.datetime64("NaT"), dtype="datetime64[D]"),
+        "first_order_at": np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]"),
+        "last_order_at": np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]"),
+    }
 
 
-def _empty_categories(n: int) -> pd.DataFrame:
-    return pd.DataFrame({
-        "top_category": pd.array([pd.NA] * n, dtype="object"), "top_before": pd.array([pd.NA] * n, dtype="object"),
+def _empty_categories(n: int) -> dict:
+    return {
+        "names": np.array([], dtype=object),
+        "top_category": np.full(n, -1, dtype=np.int64), "top_before": np.full(n, -1, dtype=np.int64),
         "top_before_orders": np.zeros(n), "top_before_recent": np.zeros(n), "recent_orders": np.zeros(n),
-    })
+    }
 
 
 def _fit_models(x, t_x, T, n_tx, tx_mean, params: SegmentParams) -> CustomerModels:
@@ -537,20 +580,29 @@ def _fit_models(x, t_x, T, n_tx, tx_mean, params: SegmentParams) -> CustomerMode
 def _bgnbd_predictions(bg: BgNbdParams, x, t_x, T, params: SegmentParams):
     """P(alive), expected purchases in prediction_days, discounted expected purchases over the CLV horizon."""
     scale = {"day": 1.0, "week": 7.0}.get(bg.unit, 1.0)
-    # Evaluate on distinct (x, t_x, T) only: a million customers share a few hundred thousand rows.
+    # Evaluate on distinct (x, t_x, T) only: a million customers share a few hundred thousand rows;
+    # the hypergeometric term depends on (x, T) alone, which are fewer still.
     key = (x.astype(np.int64) * 100_000 + t_x.astype(np.int64)) * 100_000 + T.astype(np.int64)
     _, first_idx, inverse = np.unique(key, return_index=True, return_inverse=True)
     ux, ut, uT = x[first_idx] / 1.0, t_x[first_idx] / scale, T[first_idx] / scale
+    xt_key = x[first_idx].astype(np.int64) * 100_000 + T[first_idx].astype(np.int64)
+    _, xt_first, xt_inverse = np.unique(xt_key, return_index=True, return_inverse=True)
+    xt_inverse = xt_inverse.ravel()
+    hx, hT = ux[xt_first], uT[xt_first]
     p_alive = bgnbd_p_alive(bg, ux, ut, uT)
-    exp_pred = bgnbd_conditional_expected_purchases(bg, params.prediction_days / scale, ux, ut, uT)
+
+    def expected(t_days: float) -> np.ndarray:
+        term = bgnbd_hypergeometric_term(bg, t_days / scale, hx, hT)[xt_inverse]
+        return bgnbd_conditional_expected_purchases(bg, t_days / scale, ux, ut, uT, term=term)
+
+    exp_pred = expected(params.prediction_days)
     steps = np.arange(params.clv_step_days, params.clv_horizon_days + params.clv_step_days,
                       params.clv_step_days, dtype=float)
     steps[-1] = min(steps[-1], params.clv_horizon_days)
     discounted = np.zeros(len(ux))
     previous = np.zeros(len(ux))
     for t in steps:
-        cumulative = (exp_pred if t == params.prediction_days
-                      else bgnbd_conditional_expected_purchases(bg, t / scale, ux, ut, uT))
+        cumulative = exp_pred if t == params.prediction_days else expected(t)
         discounted += (cumulative - previous) * (1.0 + params.annual_discount_rate) ** (-t / 365.0)
         previous = cumulative
     inverse = inverse.ravel()
@@ -558,15 +610,17 @@ def _bgnbd_predictions(bg: BgNbdParams, x, t_x, T, params: SegmentParams):
 
 
 def _value_tiers(clv, total, has, params: SegmentParams) -> np.ndarray:
+    """Codes into VALUE_TIERS."""
+    platinum, gold, iron, lead = range(4)
     positive = has & (clv > 0) & (total > 0)
-    tiers = np.full(len(clv), "lead", dtype=object)
+    tiers = np.full(len(clv), lead, dtype=np.int64)
     if not positive.any():
         return tiers
     if params.tier_method == "absolute":
         floors = params.tier_clv_floors
-        tiers[positive & (clv >= floors[2])] = "iron"
-        tiers[positive & (clv >= floors[1])] = "gold"
-        tiers[positive & (clv >= floors[0])] = "platinum"
+        tiers[positive & (clv >= floors[2])] = iron
+        tiers[positive & (clv >= floors[1])] = gold
+        tiers[positive & (clv >= floors[0])] = platinum
         return tiers
     # Share of positive-value customers with a CLV at least this high (ties share the better tier).
     values = clv[positive]
@@ -578,22 +632,22 @@ def _value_tiers(clv, total, has, params: SegmentParams) -> np.ndarray:
     top_share = np.empty(len(values))
     top_share[order] = (run_start + 1) / len(values)
     bounds = np.cumsum(params.tier_shares)
-    sub = np.full(len(values), "lead", dtype=object)
-    sub[top_share <= bounds[2]] = "iron"
-    sub[top_share <= bounds[1]] = "gold"
-    sub[top_share <= bounds[0]] = "platinum"
+    sub = np.full(len(values), lead, dtype=np.int64)
+    sub[top_share <= bounds[2]] = iron
+    sub[top_share <= bounds[1]] = gold
+    sub[top_share <= bounds[0]] = platinum
     tiers[positive] = sub
     return tiers
 
 
-def _frequency_trend(frame, has, first_day, as_of_day, rate, params: SegmentParams) -> np.ndarray:
+def _frequency_trend(agg: dict, has, first_day, as_of_day, rate, params: SegmentParams) -> np.ndarray:
     window = params.trend_window_days
     recent_start = as_of_day - np.timedelta64(window, "D")
     earlier_start = recent_start - np.timedelta64(window, "D")
     fd = np.where(has, first_day, as_of_day)
     # The first purchase starts the repeat-purchase process: exclude it from the counts.
-    rec = frame["tx_recent"].fillna(0).to_numpy(dtype=float) - (fd > recent_start)
-    ear = frame["tx_earlier"].fillna(0).to_numpy(dtype=float) - ((fd > earlier_start) & (fd <= recent_start))
+    rec = agg["tx_recent"] - (fd > recent_start)
+    ear = agg["tx_earlier"] - ((fd > earlier_start) & (fd <= recent_start))
     exp_recent = (as_of_day - np.maximum(fd, recent_start)).astype("int64").astype(float)
     exp_earlier = np.clip((recent_start - np.maximum(fd, earlier_start)).astype("int64"), 0, None).astype(float)
     k = params.trend_prior_strength
@@ -604,20 +658,20 @@ def _frequency_trend(frame, has, first_day, as_of_day, rate, params: SegmentPara
 
 
 def _lapse_stages(overdue, p_alive, has, params: SegmentParams) -> np.ndarray:
+    """Codes into LAPSE_STAGES."""
     at_risk, lapsing, lapsed, lost = params.stage_thresholds
     ratio = np.nan_to_num(overdue, nan=0.0)
-    stage = np.select(
+    code = {s: i for i, s in enumerate(LAPSE_STAGES)}
+    return np.select(
         [~has, (ratio >= lost) | ((ratio >= at_risk) & (np.nan_to_num(p_alive, nan=1.0) < params.lost_p_alive)),
          ratio >= lapsed, ratio >= lapsing, ratio >= at_risk],
-        ["no_orders", "lost", "lapsed", "lapsing", "at_risk"],
-        default="active",
+        [code["no_orders"], code["lost"], code["lapsed"], code["lapsing"], code["at_risk"]],
+        default=code["active"],
     )
-    assert set(np.unique(stage)) <= set(LAPSE_STAGES)
-    return stage.astype(object)
 
 
-def _complaint_signals(ids: pd.Series, complaints: pd.DataFrame | None, as_of, params: SegmentParams):
-    n = len(ids)
+def _complaint_signals(id_values: pa.Array, complaints: pd.DataFrame | None, as_of, params: SegmentParams):
+    n = len(id_values)
     if complaints is None or len(complaints) == 0:
         return np.zeros(n, dtype=bool), np.zeros(n, dtype="int64")
     for col in ("customer_id", "created_at"):
@@ -628,31 +682,28 @@ def _complaint_signals(ids: pd.Series, complaints: pd.DataFrame | None, as_of, p
     in_window = ((created > start) & (created <= as_of)).to_numpy()
     resolved = (complaints["resolved"].fillna(False).astype(bool).to_numpy()
                 if "resolved" in complaints.columns else np.zeros(len(complaints), dtype=bool))
-    pos = _positions(complaints["customer_id"], ids)
+    pos = _positions(complaints["customer_id"], id_values)
     use = in_window & (pos >= 0)
     recent = np.bincount(pos[use], minlength=n)
     open_ = np.bincount(pos[use], weights=(~resolved[use]).astype(float), minlength=n)
     return open_ > 0, recent.astype("int64")
 
 
-def _category_drop(cat: pd.DataFrame, frame: pd.DataFrame, has, first_day, as_of_day,
-                   params: SegmentParams) -> np.ndarray:
-    if "top_before" not in cat.columns:
-        return np.zeros(len(frame), dtype=bool)
+def _category_drop(cat: dict, has, first_day, as_of_day, params: SegmentParams) -> np.ndarray:
     window = params.category_window_days
     cat_start = as_of_day - np.timedelta64(window, "D")
     fd = np.where(has, first_day, as_of_day)
     before_days = np.clip((cat_start - fd).astype("int64"), 0, None).astype(float)
-    top_orders = cat["top_before_orders"].fillna(0).to_numpy(dtype=float)
+    top_orders = cat["top_before_orders"]
     with np.errstate(divide="ignore", invalid="ignore"):
         expected = np.where(before_days > 0, top_orders / np.maximum(before_days, 1.0) * window, 0.0)
     return (
         has
-        & cat["top_before"].notna().to_numpy()
+        & (cat["top_before"] >= 0)
         & (top_orders >= params.category_min_orders)
         & (expected >= params.category_expected_min)
-        & (cat["top_before_recent"].fillna(0).to_numpy() == 0)
-        & (cat["recent_orders"].fillna(0).to_numpy() > 0)
+        & (cat["top_before_recent"] == 0)
+        & (cat["recent_orders"] > 0)
     )
 
 
@@ -665,13 +716,13 @@ def _manager_departed(customers: pd.DataFrame, departed_managers) -> np.ndarray:
 
 
 def _likely_reasons(stage, complaint_open, manager_departed, price, category_drop) -> np.ndarray:
-    slipping = np.isin(stage, SLIPPING_STAGES)
+    """Codes into REASONS."""
+    slipping = np.isin(stage, [LAPSE_STAGES.index(s) for s in SLIPPING_STAGES])
+    code = {r: i for i, r in enumerate(REASONS)}
     # Priority: a service failure is fixed first, then the relationship (manager), then price,
     # then a competitor taking a category; with no signal, the customer simply forgot us.
-    reason = np.select(
+    return np.select(
         [~slipping, complaint_open, manager_departed, price, category_drop],
-        ["none", "service", "manager_left", "price", "competitor"],
-        default="forgotten",
+        [code["none"], code["service"], code["manager_left"], code["price"], code["competitor"]],
+        default=code["forgotten"],
     )
-    assert set(np.unique(reason)) <= set(REASONS)
-    return reason.astype(object)

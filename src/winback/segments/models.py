@@ -238,21 +238,37 @@ def bgnbd_p_alive(params: BgNbdParams, frequency, recency, T) -> np.ndarray:
     return np.where(x > 0, 1.0 / (1.0 + np.exp(np.minimum(log_ratio, 700.0))), 1.0)
 
 
-def bgnbd_conditional_expected_purchases(params: BgNbdParams, t, frequency, recency, T) -> np.ndarray:
-    """Expected transactions in the next `t` time units given (x, t_x, T) (FHL 2005 eq. 10).
+def bgnbd_hypergeometric_term(params: BgNbdParams, t, frequency, T) -> np.ndarray:
+    """((α+T)/(α+T+t))^(r+x) 2F1(r+x, b+x; a+b+x-1; t/(α+T+t)) of FHL 2005 eq. 10; depends on (x, T) only.
 
-    The hypergeometric term is taken through Euler's transformation,
+    Taken through Euler's transformation,
     ((α+T)/(α+T+t))^(r+x) 2F1(r+x, b+x; a+b+x-1; z) = (1-z)^(a-1) 2F1(a+b-1-r, a-1; a+b+x-1; z)
     with z = t/(α+T+t), which stays finite for heavy buyers where the plain form overflows.
     """
     r, alpha, a, b = _as_array(params)
     if abs(a - 1.0) < 1e-7:  # the formula has a removable singularity at a = 1
         a = 1.0 + 1e-7
-    x, tx, tt = (np.asarray(v, dtype=float) for v in (frequency, recency, T))
+    x, tt = (np.asarray(v, dtype=float) for v in (frequency, T))
     t = np.asarray(t, dtype=float)
     z = t / (alpha + tt + t)
     c = a + b + x - 1.0
-    term = (1.0 - z) ** (a - 1.0) * hyp2f1(a + b - 1.0 - r, a - 1.0, c, z)
+    return (1.0 - z) ** (a - 1.0) * hyp2f1(a + b - 1.0 - r, a - 1.0, c, z)
+
+
+def bgnbd_conditional_expected_purchases(params: BgNbdParams, t, frequency, recency, T, *,
+                                         term=None) -> np.ndarray:
+    """Expected transactions in the next `t` time units given (x, t_x, T) (FHL 2005 eq. 10).
+
+    `term` may pass `bgnbd_hypergeometric_term(params, t, frequency, T)` computed once per distinct
+    (x, T) (the costly part); it is computed here otherwise.
+    """
+    r, alpha, a, b = _as_array(params)
+    if abs(a - 1.0) < 1e-7:  # the formula has a removable singularity at a = 1
+        a = 1.0 + 1e-7
+    x, tx, tt = (np.asarray(v, dtype=float) for v in (frequency, recency, T))
+    if term is None:
+        term = bgnbd_hypergeometric_term(params, t, x, tt)
+    c = a + b + x - 1.0
     numerator = (c / (a - 1.0)) * (1.0 - term)
     xb = np.where(x > 0, x, 1.0)
     log_ratio = np.log(a) - np.log(b + xb - 1.0) + (r + x) * (np.log(alpha + tt) - np.log(alpha + tx))
