@@ -182,12 +182,14 @@ def segment_customers(
     id_values = _arrow_strings(ids)
     if isinstance(id_values, pa.ChunkedArray):
         id_values = id_values.combine_chunks()
-    # One hash table over the ids serves both the duplicate check and every customer lookup.
-    id_dictionary = pc.unique(id_values)
-    if len(id_dictionary) != len(id_values):
-        dup = ids[ids.duplicated()].iloc[0]
-        raise DataError(f"duplicate customer_id {dup!r}", column="customer_id")
-    agg, cat = _aggregate_orders(orders, id_values, as_of, params)
+    _check_columns(orders, "orders", ("customer_id", "ordered_at", "amount"))
+    with_complaints = complaints is not None and len(complaints) > 0
+    if with_complaints:
+        _check_columns(complaints, "complaints", ("customer_id", "created_at"))
+    # One hash pass checks the ids are unique and places every order and complaint.
+    positions = _positions(id_values, orders["customer_id"],
+                           *([complaints["customer_id"]] if with_complaints else []))
+    agg, cat = _aggregate_orders(orders, positions[0], as_of, params, n_customers=len(id_values))
     n = len(ids)
     n_orders = agg["n_orders"]
     has = n_orders > 0
@@ -243,7 +245,8 @@ def segment_customers(
     stage = _lapse_stages(overdue, p_alive, has, params)
 
     # Reasons -----------------------------------------------------------------------------------
-    complaint_open, complaints_recent = _complaint_signals(id_values, complaints, as_of, params)
+    complaint_open, complaints_recent = _complaint_signals(
+        n, complaints if with_complaints else None, positions[-1], as_of, params)
     discount_share = np.where(has, agg["n_discounted"] / np.maximum(n_orders, 1), 0.0)
     category_drop = _category_drop(cat, has, first_day, as_of_day, params)
     manager_departed = _manager_departed(customers, departed_managers)
@@ -320,26 +323,44 @@ def _strings(codes: np.ndarray, names) -> pd.api.extensions.ExtensionArray:
                     .cast(pa.large_string()), dtype="str")
 
 
-def _positions(keys: pd.Series, id_values: pa.Array) -> np.ndarray:
-    """Position of each key in `id_values` (-1 when absent), via Arrow's hash lookup.
+def _positions(id_values: pa.Array, *keys: pd.Series) -> list[np.ndarray]:
+    """Position in `id_values` of each value of each `keys` column (-1 when absent); checks ids are unique.
 
-    Exports usually list a customer's orders together: a run of equal consecutive keys is looked
-    up once (one vectorized comparison of neighbours instead of hashing every row).
+    One Arrow dictionary encoding over the ids followed by the keys: the ids take codes 0..n-1 in
+    order exactly when they are unique, and a key's code is its position when below n — a single
+    hash pass for the duplicate check and every lookup. Exports usually list a customer's orders
+    together: a run of equal consecutive keys is encoded once (a vectorized comparison of
+    neighbours instead of hashing every row).
     """
-    values = _arrow_strings(keys)
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    m = len(values)
-    if m == 0 or len(id_values) == 0:
-        return np.full(m, -1, dtype=np.int64)
-    differs = pc.not_equal(values[1:], values[:-1]).fill_null(True).to_numpy(zero_copy_only=False)
-    heads = np.flatnonzero(np.r_[True, differs])
-    if len(heads) > m // 2:  # hardly any runs: look every key up
-        lookup = pc.index_in(values, value_set=id_values)
-        return lookup.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-    lookup = pc.index_in(values.take(pa.array(heads)), value_set=id_values)
-    found = lookup.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-    return np.repeat(found, np.diff(np.r_[heads, m]))
+    n = len(id_values)
+    heads, runs = [], []
+    for column in keys:
+        values = _arrow_strings(column)
+        chunks = values.chunks if isinstance(values, pa.ChunkedArray) else [values]
+        m = len(values)
+        if m == 0:
+            head = np.zeros(0, dtype=np.int64)
+        else:
+            differs = pc.not_equal(values[1:], values[:-1]).fill_null(True)
+            head = np.flatnonzero(np.r_[True, np.asarray(differs.to_numpy(zero_copy_only=False), dtype=bool)])
+        # Take chunk by chunk: Arrow's take on a chunked array concatenates it first.
+        bounds = np.cumsum([0] + [len(chunk) for chunk in chunks])
+        cut = np.searchsorted(head, bounds)
+        heads += [chunk.take(pa.array(head[cut[i]:cut[i + 1]] - bounds[i])) for i, chunk in enumerate(chunks)]
+        runs.append(np.diff(np.r_[head, m]))
+    # Missing values are encoded like any value, as `index_in` matched them before.
+    encoded = pc.dictionary_encode(pa.concat_arrays([id_values, *heads]), null_encoding="encode")
+    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    first_seen = codes[:n] != np.arange(n)
+    if first_seen.any():
+        dup = id_values[int(np.argmax(first_seen))].as_py()
+        raise DataError(f"duplicate customer_id {dup!r}", column="customer_id")
+    found = np.where(codes[n:] < n, codes[n:], -1)
+    out, start = [], 0
+    for run in runs:
+        out.append(np.repeat(found[start:start + len(run)], run))
+        start += len(run)
+    return out
 
 
 def _codes(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -364,8 +385,14 @@ def _arrow_strings(series: pd.Series) -> pa.Array | pa.ChunkedArray:
     return values if values.type == pa.large_string() else values.cast(pa.large_string())
 
 
-def _aggregate_orders(orders: pd.DataFrame, id_values: pa.Array | None, as_of: pd.Timestamp,
-                      params: SegmentParams, *, categories: bool = True):
+def _check_columns(frame: pd.DataFrame, name: str, columns) -> None:
+    for col in columns:
+        if col not in frame.columns:
+            raise DataError(f"{name} have no {col} column", column=col)
+
+
+def _aggregate_orders(orders: pd.DataFrame, positions: np.ndarray | None, as_of: pd.Timestamp,
+                      params: SegmentParams, *, n_customers: int = 0, categories: bool = True):
     """Per-customer order aggregates (and category signals) as numpy arrays aligned with `id_values`.
 
     Sort-based and vectorized: each order gets its customer's position and its calendar day; one
@@ -373,12 +400,11 @@ def _aggregate_orders(orders: pd.DataFrame, id_values: pa.Array | None, as_of: p
     grouped by customer do — turns transactions (distinct days) into run boundaries, and every
     aggregate is a `bincount` or `reduceat` over the sorted columns. (A two-level DuckDB GROUP BY
     over 10M (customer, day) pairs was 3-4× slower than this on the benchmark machine.)
-    With `id_values` None, the customers are the distinct customer_ids of the orders.
+    `positions` places each order among the `n_customers` customers (-1: unknown); with None, the
+    customers are the distinct customer_ids of the orders.
     Returns (aggregates, category signals).
     """
-    for col in ("customer_id", "ordered_at", "amount"):
-        if col not in orders.columns:
-            raise DataError(f"orders have no {col} column", column=col)
+    _check_columns(orders, "orders", ("customer_id", "ordered_at", "amount"))
     ordered_at = orders["ordered_at"]
     if not (isinstance(ordered_at.dtype, pd.DatetimeTZDtype) and str(ordered_at.dt.tz) == "UTC"):
         ordered_at = pd.to_datetime(ordered_at, utc=True)
@@ -388,12 +414,12 @@ def _aggregate_orders(orders: pd.DataFrame, id_values: pa.Array | None, as_of: p
     amount = amount.to_numpy(dtype=float)
     if np.isnan(amount).any() or ordered_at.isna().any():
         raise DataError("orders contain a missing or non-numeric amount or ordered_at; validate with load_inputs")
-    if id_values is None:  # the customers are the distinct ids of the orders: one dictionary encoding
+    if positions is None:  # the customers are the distinct ids of the orders: one dictionary encoding
         pos, names = _codes(orders["customer_id"])
         n = len(names)
     else:
-        n = len(id_values)
-        pos = _positions(orders["customer_id"], id_values)
+        pos, n = positions, n_customers
+
     ts = ordered_at.astype("datetime64[ns, UTC]").to_numpy(dtype="datetime64[ns]").view("int64")
     # Orders after as_of are the future of a backtest; unknown customers were quarantined upstream.
     keep = (pos >= 0) & (ts <= as_of.as_unit("ns").value)
@@ -407,22 +433,23 @@ def _aggregate_orders(orders: pd.DataFrame, id_values: pa.Array | None, as_of: p
     agg = _empty_aggregates(n)
     if len(pos) == 0:
         return agg, _empty_categories(n)
-    d0 = int(day.min())
-    width = int(day.max()) - d0 + 1
-    key = pos * width + (day - d0)
-    if bool((key[1:] >= key[:-1]).all()):
-        # Already in (customer, day) order: the stable sort would be the identity.
-        order = None
+    step_p = np.diff(pos)
+    step_d = np.diff(day)
+    if bool(((step_p > 0) | ((step_p == 0) & (step_d >= 0))).all()):
+        # Already in (customer, day) order, as exports grouped by customer are: the stable sort
+        # would be the identity.
         p, d, t, amt = pos, day, ts, amount
     else:
-        order = np.argsort(key, kind="stable")
-        p, d, t, amt, key = pos[order], day[order], ts[order], amount[order], key[order]
-    new_tx = np.empty(len(p), dtype=bool)
-    new_tx[0] = True
-    np.not_equal(key[1:], key[:-1], out=new_tx[1:])
+        d0 = int(day.min())
+        width = int(day.max()) - d0 + 1
+        order = np.argsort(pos * width + (day - d0), kind="stable")
+        p, d, t, amt = pos[order], day[order], ts[order], amount[order]
+        step_p, step_d = np.diff(p), np.diff(d)
     new_cust = np.empty(len(p), dtype=bool)
     new_cust[0] = True
-    np.not_equal(p[1:], p[:-1], out=new_cust[1:])
+    np.not_equal(step_p, 0, out=new_cust[1:])
+    new_tx = new_cust.copy()
+    new_tx[1:] |= step_d != 0
     starts = np.flatnonzero(new_cust)
     ends = np.r_[starts[1:], len(p)] - 1
     who = p[starts]
@@ -670,19 +697,14 @@ def _lapse_stages(overdue, p_alive, has, params: SegmentParams) -> np.ndarray:
     )
 
 
-def _complaint_signals(id_values: pa.Array, complaints: pd.DataFrame | None, as_of, params: SegmentParams):
-    n = len(id_values)
-    if complaints is None or len(complaints) == 0:
+def _complaint_signals(n: int, complaints: pd.DataFrame | None, pos: np.ndarray, as_of, params: SegmentParams):
+    if complaints is None:
         return np.zeros(n, dtype=bool), np.zeros(n, dtype="int64")
-    for col in ("customer_id", "created_at"):
-        if col not in complaints.columns:
-            raise DataError(f"complaints have no {col} column", column=col)
     created = pd.to_datetime(complaints["created_at"], utc=True)
     start = as_of - pd.Timedelta(days=params.complaint_window_days)
     in_window = ((created > start) & (created <= as_of)).to_numpy()
     resolved = (complaints["resolved"].fillna(False).astype(bool).to_numpy()
                 if "resolved" in complaints.columns else np.zeros(len(complaints), dtype=bool))
-    pos = _positions(complaints["customer_id"], id_values)
     use = in_window & (pos >= 0)
     recent = np.bincount(pos[use], minlength=n)
     open_ = np.bincount(pos[use], weights=(~resolved[use]).astype(float), minlength=n)
