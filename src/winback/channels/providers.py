@@ -187,11 +187,13 @@ def make_client(transport: Transport = "aiohttp", *, max_connections: int = 64,
     """
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
     timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0))
+    from winback.channels.transport import ProviderClient
+
     if transport == "aiohttp":
         from winback.channels.transport import AiohttpTransport
 
-        return httpx.AsyncClient(transport=AiohttpTransport(limits=limits), timeout=timeout)
-    return httpx.AsyncClient(limits=limits, timeout=timeout)
+        return ProviderClient(transport=AiohttpTransport(limits=limits), timeout=timeout)
+    return ProviderClient(limits=limits, timeout=timeout)
 
 
 class Router:

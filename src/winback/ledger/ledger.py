@@ -16,6 +16,7 @@ All SQL is SQLAlchemy Core with bound parameters; the same code runs on SQLite a
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import uuid
@@ -51,6 +52,26 @@ _BULK_CHUNK = 50_000  # rows per driver-level executemany in plan()
 _ANALYZE_AFTER = 10_000  # PostgreSQL: refresh planner statistics after a plan() this large
 _KEY_CHUNK = 5_000  # keys per VALUES list (3 bound parameters each: under both databases' limits)
 
+
+
+@functools.lru_cache(maxsize=32)
+def _key_lookup_sql(dialect: sa.Dialect, n: int) -> tuple[str, tuple[str, ...] | None]:
+    """`SELECT id, key FROM (VALUES n keys) JOIN ledger ON the unique key`, compiled once per dialect and length.
+
+    Returns the driver SQL and, for positional drivers (SQLite), the parameter names in order. SQLAlchemy
+    does not cache statements holding a VALUES list, so building it per call compiled 500 rows of
+    parameters on every flush (7 % of `winback send`'s time); the SQL text is the same as before.
+    """
+    t = schema.ledger
+    rows = [(sa.bindparam(f"c{i}", type_=sa.String()), sa.bindparam(f"u{i}", type_=sa.String()),
+             sa.bindparam(f"s{i}", type_=sa.Integer())) for i in range(n)]
+    v = sa.values(sa.column("k_campaign_id", sa.String()), sa.column("k_customer_id", sa.String()),
+                  sa.column("k_step", sa.Integer()), name="v").data(rows).cte("v")
+    stmt = sa.select(t.c.id, v.c.k_campaign_id, v.c.k_customer_id, v.c.k_step).select_from(
+        v.join(t, sa.and_(t.c.campaign_id == v.c.k_campaign_id, t.c.customer_id == v.c.k_customer_id,
+                          t.c.step == v.c.k_step)))
+    compiled = stmt.compile(dialect=dialect)
+    return compiled.string, (tuple(compiled.positiontup) if compiled.positional else None)
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
@@ -345,21 +366,18 @@ class Ledger:
         underestimates the `sending` rows — measured at seconds per thousand rows.
         """
         t = schema.ledger
-        key_cols = [sa.column("k_campaign_id", sa.String()), sa.column("k_customer_id", sa.String()),
-                    sa.column("k_step", sa.Integer())]
         keys = list(params)
         stmt = sa.update(t).where(t.c.id == sa.bindparam("b_id"), *where).values(**assignments)
         changed = 0
         try:
             with self._write() as conn:
                 for start in range(0, len(keys), _KEY_CHUNK):
-                    v = sa.values(*key_cols, name="v").data(keys[start : start + _KEY_CHUNK]).cte("v")
-                    found = conn.execute(
-                        sa.select(t.c.id, v.c.k_campaign_id, v.c.k_customer_id, v.c.k_step).select_from(
-                            v.join(t, sa.and_(t.c.campaign_id == v.c.k_campaign_id,
-                                              t.c.customer_id == v.c.k_customer_id, t.c.step == v.c.k_step))
-                        )
-                    ).all()
+                    chunk = keys[start : start + _KEY_CHUNK]
+                    values = {}
+                    for i, (c, u, st) in enumerate(chunk):
+                        values[f"c{i}"], values[f"u{i}"], values[f"s{i}"] = c, u, st
+                    sql, order = _key_lookup_sql(conn.dialect, len(chunk))
+                    found = conn.exec_driver_sql(sql, tuple(values[k] for k in order) if order else values).all()
                     batch = [{"b_id": row_id, **params[(c, u, int(st))]} for row_id, c, u, st in found]
                     if batch:
                         # Both drivers sum rowcount over an executemany of UPDATEs.
