@@ -135,9 +135,22 @@ def register(app: typer.Typer) -> None:
                 result.planned_new = inserted
                 return result
 
+        import gc
+
+        # Everything loaded so far (libraries, the plan) lives until exit: move it out of the cyclic
+        # collector's reach, and let the young generation grow before a pass. A send allocates many
+        # short-lived objects per message; with the defaults the collector re-scanned the whole heap
+        # ~1,500 times in 10,000 messages (1.7-2.4 s of an 8-10 s run; 0.4 s after). Reference counting
+        # still frees them at once.
+        gc.collect()
+        gc.freeze()
+        threshold = gc.get_threshold()
+        gc.set_threshold(max(threshold[0], 50_000), *threshold[1:])
         try:
             summary = run_async(run())
         finally:
+            gc.set_threshold(*threshold)
+            gc.unfreeze()
             store.close()
         if as_json:
             typer.echo(json.dumps(summary.to_dict(), ensure_ascii=False))
