@@ -86,6 +86,8 @@ NAN_FOR_NO_ORDERS = (
     "overdue_ratio", "frequency_trend", "p_alive", "expected_order_value",
 )
 SLIPPING_STAGES = ("at_risk", "lapsing", "lapsed", "lost")
+# Customer × category count matrices up to this many cells are dense (bincount); beyond, sparse.
+_DENSE_CATEGORY_CELLS = 20_000_000
 
 
 class SegmentParams(BaseModel):
@@ -433,6 +435,7 @@ def _aggregate_orders(orders: pd.DataFrame, positions: np.ndarray | None, as_of:
     agg = _empty_aggregates(n)
     if len(pos) == 0:
         return agg, _empty_categories(n)
+    as_of_day = np.datetime64(as_of.tz_convert(params.timezone).date(), "D").astype(np.int64)
     step_p = np.diff(pos)
     step_d = np.diff(day)
     if bool(((step_p > 0) | ((step_p == 0) & (step_d >= 0))).all()):
@@ -453,7 +456,6 @@ def _aggregate_orders(orders: pd.DataFrame, positions: np.ndarray | None, as_of:
     starts = np.flatnonzero(new_cust)
     ends = np.r_[starts[1:], len(p)] - 1
     who = p[starts]
-    as_of_day = np.datetime64(as_of.tz_convert(params.timezone).date(), "D").astype(np.int64)
     recent_start = as_of_day - params.trend_window_days
     earlier_start = recent_start - params.trend_window_days
     tx_day, tx_who = d[new_tx], p[new_tx]
@@ -506,39 +508,47 @@ def _category_signals(orders, keep, pos, day, n, as_of_day, params: SegmentParam
     if keep is not None:
         codes = codes[keep]
     nonblank = np.array([bool(str(v).strip()) for v in names], dtype=bool)
-    valid = codes >= 0
-    valid[valid] = nonblank[codes[valid]]
-    if not valid.any():
-        return out
+    if nonblank.all() and (len(codes) == 0 or codes.min() >= 0):
+        valid = None  # the usual case: every order has a category
+    else:
+        valid = np.r_[nonblank, False][codes]  # code -1 (missing) picks the trailing False
+        if not valid.any():
+            return out
     # Rank categories by name so that ties between equally frequent categories break alphabetically.
     rank = np.empty(len(names), dtype=np.int64)
     rank[np.argsort(names.astype(str), kind="stable")] = np.arange(len(names))
     k = len(names)
     out["names"] = names[np.argsort(rank)]
-    if valid.all():  # skip three 10M-row copies
+    if valid is None:  # skip three 10M-row copies
         p, c, d = pos, rank[codes], day
     else:
         p, c, d = pos[valid], rank[codes[valid]], day[valid]
     cat_start = as_of_day - params.category_window_days
-    recent = (d > cat_start).astype(float)
-    flat = p * k + c
+    recent_mask = d > cat_start
+    flat = p * k
+    flat += c
     top_all, top_before = out["top_category"], out["top_before"]
-    if n * k <= 20_000_000:
-        # Few categories: dense customer × category count matrices; argmax keeps the first
-        # (alphabetical) category on ties.
-        all_m = np.bincount(flat, minlength=n * k).reshape(n, k).astype(float)
-        recent_m = np.bincount(flat, weights=recent, minlength=n * k).reshape(n, k)
-        before_m = all_m - recent_m
+    if n * k <= _DENSE_CATEGORY_CELLS:
+        # Few categories: dense customer × category count matrices (integer counts, exact);
+        # argmax keeps the first (alphabetical) category on ties.
+        all_m = np.bincount(flat, minlength=n * k).reshape(n, k)
+        recent_m = np.bincount(flat[recent_mask], minlength=n * k).reshape(n, k)
         rows = np.arange(n)
-        best_all, best_before = all_m.argmax(axis=1), before_m.argmax(axis=1)
+        best_all = all_m.argmax(axis=1)
         bought = all_m[rows, best_all] > 0
+        before_m = all_m
+        before_m -= recent_m  # in place: all_m is not needed any more
+        best_before = before_m.argmax(axis=1)
         before_orders = before_m[rows, best_before]
         had_before = before_orders > 0
         top_all[bought] = best_all[bought]
         top_before[had_before] = best_before[had_before]
-        out["top_before_orders"] = np.where(had_before, before_orders, 0.0)
-        out["top_before_recent"] = np.where(had_before, recent_m[rows, best_before], 0.0)
+        out["top_before_orders"] = np.where(had_before, before_orders, 0).astype(float)
+        out["top_before_recent"] = np.where(had_before, recent_m[rows, best_before], 0).astype(float)
+        out["recent_orders"] = recent_m.sum(axis=1).astype(float)
+        return out
     else:
+        recent = recent_mask.astype(float)
         pair, inverse = np.unique(flat, return_inverse=True)
         inverse = inverse.ravel()
         n_all = np.bincount(inverse).astype(float)
