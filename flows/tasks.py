@@ -8,6 +8,7 @@ frames) and only the send task retries, and only on retryable errors.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +20,14 @@ from prefect.cache_policies import NO_CACHE
 from winback.errors import ConfigError, RetryableChannelError
 
 CAMPAIGNS_DIR = Path("campaigns")
+
+
+def _log() -> logging.Logger | logging.LoggerAdapter:
+    """The run logger inside a flow or task run; a plain logger when a task's `.fn` is called directly."""
+    try:
+        return get_run_logger()
+    except Exception:  # MissingContextError: called outside Prefect (benchmarks, scripts)
+        return logging.getLogger("winback")
 
 
 def campaign_path(ref: str, search_dir: Path = CAMPAIGNS_DIR) -> Path:
@@ -54,7 +63,7 @@ def load_sources_task(campaign, world: str | None):
     from winback.sources import load_inputs
 
     inputs = load_inputs(**resolve_sources(campaign, world=world))
-    logger = get_run_logger()
+    logger = _log()
     logger.info(
         "Loaded %s customers, %s orders; quarantined %s rows %s",
         f"{len(inputs.customers):,}", f"{len(inputs.orders):,}", f"{len(inputs.quarantine):,}",
@@ -96,7 +105,7 @@ def persist_plan_task(plan: pd.DataFrame, ledger_url: str) -> int:
     from winback.ledger import Ledger
 
     inserted = Ledger(ledger_url).plan(plan)
-    get_run_logger().info("Persisted %s new ledger rows (%s already planned)", inserted, len(plan) - inserted)
+    _log().info("Persisted %s new ledger rows (%s already planned)", inserted, len(plan) - inserted)
     return inserted
 
 
@@ -140,7 +149,7 @@ def send_batch_task(campaign, *, channel: str, batch_size: int, emulator_url, pr
         ledger.release(rows)
         raise
     result = {**summary.to_dict(), "messages": summary.messages}
-    get_run_logger().info("Batch of %s %s messages: %s sent, failed %s", len(rows), channel, summary.sent,
+    _log().info("Batch of %s %s messages: %s sent, failed %s", len(rows), channel, summary.sent,
                           dict(summary.failed) or 0)
     if summary.outage:
         raise RetryableChannelError(f"provider outage, unsent rows left planned: {summary.outage}")
@@ -214,7 +223,7 @@ def advance_cadence_task(campaign, world: str | None, ledger_url: str, now: pd.T
         if len(rows):
             planned += ledger.plan(rows)
             prior = ledger.rows(campaign.id)
-    get_run_logger().info("Planned %s rows of later cadence steps", planned)
+    _log().info("Planned %s rows of later cadence steps", planned)
     return planned
 
 
@@ -283,7 +292,7 @@ def reconcile_task(campaign, *, emulator_url, provider_config, ledger_url, now, 
 
     summary = asyncio.run(_with_settings(campaign, emulator_url, provider_config, concurrency,
                                          uncertain_policy, body))
-    get_run_logger().info("Reconciled interrupted sends: %s", summary.to_dict())
+    _log().info("Reconciled interrupted sends: %s", summary.to_dict())
     return dict(summary.reconciled)
 
 
