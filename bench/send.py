@@ -175,8 +175,16 @@ def main() -> None:
         bodies = payloads(plan, templates)
         print(f"{n} messages, concurrency {c}, emulator {emu.url} (own process, uvicorn+httptools)", flush=True)
 
-        # The bare loops run on the same event loop as winback send (asyncio; WINBACK_EVENT_LOOP=uvloop for uvloop).
+        # The bare loops run on the same event loop as winback send (asyncio; WINBACK_EVENT_LOOP=uvloop for uvloop),
+        # and with the same garbage-collector setting `winback send` uses (heap frozen, young generation of
+        # 50,000): the baselines get every process-level advantage winback gets.
+        import gc
+
         from winback.channels.dispatch import run_async
+
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(max(gc.get_threshold()[0], 50_000), *gc.get_threshold()[1:])
 
         emu.reset()
         aio_s = run_async(bare_aiohttp(emu.url, bodies, c))

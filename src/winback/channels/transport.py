@@ -29,6 +29,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         # Parsed URLs by text: a channel posts to a handful of endpoints, and aiohttp would re-parse
         # the same string into a yarl.URL on every request.
         self._urls: dict[str, yarl.URL] = {}
+        self._timeouts: dict[tuple, aiohttp.ClientTimeout] = {}
 
     def _get_session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
@@ -47,8 +48,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         """Send one request; map aiohttp's exceptions to httpx's by their meaning for delivery."""
         session = self._get_session()
         timeout = request.extensions.get("timeout", {})
-        client_timeout = aiohttp.ClientTimeout(total=None, connect=timeout.get("pool"),
-                                               sock_connect=timeout.get("connect"), sock_read=timeout.get("read"))
+        limits = (timeout.get("pool"), timeout.get("connect"), timeout.get("read"))
+        client_timeout = self._timeouts.get(limits)
+        if client_timeout is None:  # one per distinct setting (a client has one or two)
+            client_timeout = aiohttp.ClientTimeout(total=None, connect=limits[0], sock_connect=limits[1],
+                                                   sock_read=limits[2])
+            if len(self._timeouts) < 64:
+                self._timeouts[limits] = client_timeout
         body = request.content if request.method not in ("GET", "HEAD") else None
         text = str(request.url)
         url = self._urls.get(text)
