@@ -425,12 +425,16 @@ def _aggregate_orders(orders: pd.DataFrame, positions: np.ndarray | None, as_of:
     ts = ordered_at.astype("datetime64[ns, UTC]").to_numpy(dtype="datetime64[ns]").view("int64")
     # Orders after as_of are the future of a backtest; unknown customers were quarantined upstream.
     keep = (pos >= 0) & (ts <= as_of.as_unit("ns").value)
-    discount = (pd.to_numeric(orders["discount"], errors="coerce").fillna(0.0).to_numpy(dtype=float)
-                if "discount" in orders.columns else None)
+    discounted = None
+    if "discount" in orders.columns:
+        discount = orders["discount"]
+        if discount.dtype != np.float64:
+            discount = pd.to_numeric(discount, errors="coerce")
+        discounted = discount.to_numpy(dtype=float, na_value=np.nan) > 0  # missing is no discount
     all_kept = bool(keep.all())
     if not all_kept:  # the usual case keeps every row: skip the 10M-row copies
         pos, ts, amount = pos[keep], ts[keep], amount[keep]
-        discount = discount[keep] if discount is not None else None
+        discounted = discounted[keep] if discounted is not None else None
     day = _local_days(ts, params.timezone)
     agg = _empty_aggregates(n)
     if len(pos) == 0:
@@ -459,11 +463,11 @@ def _aggregate_orders(orders: pd.DataFrame, positions: np.ndarray | None, as_of:
     recent_start = as_of_day - params.trend_window_days
     earlier_start = recent_start - params.trend_window_days
     tx_day, tx_who = d[new_tx], p[new_tx]
-    agg["n_orders"] = np.bincount(p, minlength=n)
+    agg["n_orders"][who] = np.diff(np.r_[starts, len(p)])
     agg["n_transactions"] = np.bincount(tx_who, minlength=n)
     agg["total_spend"] = np.bincount(p, weights=amt, minlength=n)
-    if discount is not None:
-        agg["n_discounted"] = np.bincount(pos, weights=(discount > 0).astype(float), minlength=n)
+    if discounted is not None:
+        agg["n_discounted"] = np.bincount(pos[discounted], minlength=n).astype(float)
     agg["tx_recent"] = np.bincount(tx_who, weights=(tx_day > recent_start).astype(float), minlength=n)
     agg["tx_earlier"] = np.bincount(
         tx_who, weights=((tx_day > earlier_start) & (tx_day <= recent_start)).astype(float), minlength=n)
