@@ -1,9 +1,11 @@
 """Lapse segmentation: each customer's rhythm, P(alive), value, lapse stage and likely reason.
 
 `segment_customers` is pure (frames in, frame out, `as_of` passed in) and vectorized: the order
-level work (10M rows) is an Arrow hash lookup of customer ids, one stable sort by (customer, day)
-and `bincount`/`reduceat` aggregates; the customer level work (1M rows) is numpy column
-arithmetic. No per-customer Python loop.
+level work (10M rows) is one Arrow dictionary encoding of the customer ids (each run of equal
+consecutive order ids hashed once), one stable sort by (customer, day) — skipped when the orders
+already come in that order — and `bincount`/`reduceat` aggregates into numpy arrays; the customer
+level work (1M rows) is numpy column arithmetic on integer codes, turned into `str` columns once
+at the end. No per-customer Python loop.
 
 How each column is made (every threshold lives in `SegmentParams`):
 
