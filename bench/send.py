@@ -89,15 +89,19 @@ def payloads(plan: pd.DataFrame, templates: Path) -> list[bytes]:
             for row in plan.to_dict("records")]
 
 
-async def _drive(post, bodies: list[bytes], concurrency: int) -> float:
+CPU_S: dict[str, float] = {}  # client CPU seconds (user + system) per loop: a figure the machine's load moves less
+
+
+async def _drive(post, bodies: list[bytes], concurrency: int, name: str) -> float:
     queue = iter(bodies)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
 
     async def worker():
         for body in queue:
             await post(body)
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
+    CPU_S[name] = time.process_time() - cpu
     return time.perf_counter() - started
 
 
@@ -112,7 +116,7 @@ async def bare_aiohttp(url: str, bodies: list[bytes], concurrency: int) -> float
                 await response.read()
                 assert response.status == 202, response.status
 
-        return await _drive(post, bodies, concurrency)
+        return await _drive(post, bodies, concurrency, "aiohttp")
 
 
 async def bare_httpx(url: str, bodies: list[bytes], concurrency: int, transport: str) -> float:
@@ -136,7 +140,7 @@ async def bare_httpx(url: str, bodies: list[bytes], concurrency: int, transport:
             response = await client.post(f"{url}/v3/mail/send", content=body, headers=headers)
             assert response.status_code == 202, response.status_code
 
-        return await _drive(post, bodies, concurrency)
+        return await _drive(post, bodies, concurrency, f"httpx-{transport}")
 
 
 def run_winback_send(url: str, plan_path: Path, templates: Path, ledger: str, concurrency: int,
@@ -147,9 +151,14 @@ def run_winback_send(url: str, plan_path: Path, templates: Path, ledger: str, co
     cmd = [sys.executable, "-m", "winback.cli", "send", "--plan", str(plan_path), "--emulator", url,
            "--ledger", ledger, "--now", NOW, "--templates", str(templates), "--concurrency", str(concurrency),
            "--batch-size", str(batch_size), "--transport", transport, "--no-progress", "--json"]
+    import resource
+
     started = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)  # the emulator child is still running: not counted
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     wall = time.perf_counter() - started
+    CPU_S["winback"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if out.returncode != 0:
         raise SystemExit(f"winback send failed ({out.returncode}): {out.stderr[-3000:]}")
     summary = json.loads(out.stdout.strip().splitlines()[-1])
@@ -188,6 +197,7 @@ def main() -> None:
 
         emu.reset()
         aio_s = run_async(bare_aiohttp(emu.url, bodies, c))
+        aio_cpu = CPU_S["aiohttp"]
         assert emu.stats()["accepted"] == n
         print(f"bare aiohttp loop:              {n / aio_s:8.0f} msgs/s ({aio_s:.2f} s)", flush=True)
 
@@ -216,12 +226,19 @@ def main() -> None:
         aio_after_s = run_async(bare_aiohttp(emu.url, bodies, c))
         print(f"bare aiohttp loop (again):      {n / aio_after_s:8.0f} msgs/s ({aio_after_s:.2f} s)", flush=True)
         aio_s = min(aio_s, aio_after_s)
+        aio_cpu = min(aio_cpu, CPU_S["aiohttp"])
         wb = summary["msgs_per_s"]
         print(f"winback send ({args.transport} transport): {wb:8.0f} msgs/s ({summary['seconds']:.2f} s in dispatch: "
               f"plan persisted, rendered, claimed, sent, recorded; {summary['process_wall_s']:.2f} s wall "
               f"with interpreter start and plan read = {n / summary['process_wall_s']:.0f} msgs/s)", flush=True)
         print(f"emulator: accepted {stats['accepted']}, unique keys {stats['unique_keys']}, "
               f"duplicates {stats['duplicates']}", flush=True)
+        # Client CPU per message: winback's whole process (interpreter start, plan read, ledger thread
+        # included) against the bare loops' own CPU while they ran.
+        cpu_ms = {k: round(1000 * v / n, 3) for k, v in
+                  {"aiohttp": aio_cpu, "httpx": CPU_S["httpx-default"], "winback": CPU_S["winback"]}.items()}
+        print(f"client CPU per message: aiohttp {cpu_ms['aiohttp']} ms, httpx {cpu_ms['httpx']} ms, "
+              f"winback send {cpu_ms['winback']} ms (process total)", flush=True)
 
     result = {
         "bench": "send", "messages": n, "concurrency": c, "transport": args.transport,
@@ -231,6 +248,8 @@ def main() -> None:
         "httpx_winback_transport_msgs_per_s": round(n / hxw_s, 1),
         "wall_msgs_per_s": round(n / summary["process_wall_s"], 1), "duplicates": stats["duplicates"],
         "event_loop": os.environ.get("WINBACK_EVENT_LOOP", "asyncio"),
+        "cpu_ms_per_msg": cpu_ms, "cpu_ratio": round(cpu_ms["aiohttp"] / cpu_ms["winback"], 3),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
     }
     print(json.dumps(result))
 
