@@ -23,11 +23,6 @@ def resolve_sources(campaign: Campaign, *, world: str | Path | None = None, cust
     explicit paths override the campaign's own sources; campaign paths are relative to its file."""
     own = campaign.sources.resolved(campaign.base_dir)
     departed = list(campaign.sources.departed_managers)
-    if campaign.sources.departed_managers_file:
-        path = Path(campaign.sources.departed_managers_file)
-        if not path.is_absolute() and campaign.base_dir is not None:
-            path = campaign.base_dir / path
-        departed += _read_names(path)
     if world is not None:
         if customers or orders or complaints:
             raise ConfigError("use either --world or --customers/--orders/--complaints, not both", field="--world")
@@ -51,6 +46,12 @@ def resolve_sources(campaign: Campaign, *, world: str | Path | None = None, cust
     else:
         paths = {"customers": own["customers"], "orders": own["orders"],
                  "complaints": complaints or own["complaints"]}
+        # The departed-managers file goes with the campaign's own sources (a world brings its own).
+        if campaign.sources.departed_managers_file:
+            path = Path(campaign.sources.departed_managers_file)
+            if not path.is_absolute() and campaign.base_dir is not None:
+                path = campaign.base_dir / path
+            departed += _read_names(path)
         for name in ("customers", "orders"):
             if not paths[name]:
                 raise ConfigError(f"no {name} source: set sources.{name} in the campaign or pass --world / "
