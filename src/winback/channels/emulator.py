@@ -519,28 +519,43 @@ class EmulatorServer:
 
     def __enter__(self) -> EmulatorServer:
         if self.use_subprocess:
-            cmd = [sys.executable, "-m", "winback.cli", "emulator", "--host", self.host, "--port", str(self.port),
-                   "--fault-rate", str(self.fault_rate), "--latency-ms", str(self.latency_ms),
-                   "--seed", str(self.seed), "--slow-seconds", str(self.slow_seconds)]
-            if self.smtp_port:
-                cmd += ["--smtp-port", str(self.smtp_port)]
-            self._proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        else:
-            import uvicorn
-            from aiosmtpd.controller import Controller
+            # A free port picked here can be taken by another process before the child binds it:
+            # on "address already in use", pick new ports and start again.
+            for attempt in range(5):
+                self._start_subprocess()
+                try:
+                    self._wait_ready()
+                    return self
+                except RuntimeError as exc:
+                    if "already in use" not in str(exc) or attempt == 4:
+                        raise
+                    self.port = _free_port(self.host)
+                    self.smtp_port = _free_port(self.host) if self.smtp else None
+                    self.url = f"http://{self.host}:{self.port}"
+        import uvicorn
+        from aiosmtpd.controller import Controller
 
-            self.app = build_app(fault_rate=self.fault_rate, latency_ms=self.latency_ms, seed=self.seed,
-                                 slow_seconds=self.slow_seconds)
-            if self.smtp_port:
-                self._controller = Controller(_SmtpHandler(self.app.store, self.app.faults), hostname=self.host,
-                                              port=self.smtp_port)
-                self._controller.start()
-            self._server = uvicorn.Server(_uvicorn_config(self.app, self.host, self.port))
-            self._thread = threading.Thread(target=self._server.run, name="winback-emulator", daemon=True)
-            self._thread.start()
+        self.app = build_app(fault_rate=self.fault_rate, latency_ms=self.latency_ms, seed=self.seed,
+                             slow_seconds=self.slow_seconds)
+        if self.smtp_port:
+            self._controller = Controller(_SmtpHandler(self.app.store, self.app.faults), hostname=self.host,
+                                          port=self.smtp_port)
+            self._controller.start()
+        self._server = uvicorn.Server(_uvicorn_config(self.app, self.host, self.port))
+        self._thread = threading.Thread(target=self._server.run, name="winback-emulator", daemon=True)
+        self._thread.start()
         self._wait_ready()
         return self
+
+    def _start_subprocess(self) -> None:
+        """Start `winback emulator` as a child process on this server's ports."""
+        cmd = [sys.executable, "-m", "winback.cli", "emulator", "--host", self.host, "--port", str(self.port),
+               "--fault-rate", str(self.fault_rate), "--latency-ms", str(self.latency_ms),
+               "--seed", str(self.seed), "--slow-seconds", str(self.slow_seconds)]
+        if self.smtp_port:
+            cmd += ["--smtp-port", str(self.smtp_port)]
+        self._proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
     def _wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
