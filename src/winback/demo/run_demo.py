@@ -3,9 +3,10 @@
 1. generate the demo world (20,000 customers by default, `WINBACK_DEMO_CUSTOMERS` to change);
 2. start the local provider emulator on free ports (HTTP + SMTP);
 3. run the `winback-campaign` flow through Prefect (ephemeral API): segment → plan → ledger → send;
-4. simulate the customers' returns over the attribution window from the world's ground truth;
-5. run `winback-dispatch` on the following days: quiet-hour deferrals go out, later cadence steps reach
-   only the customers who have not come back;
+4. run `winback-dispatch` on the following days: quiet-hour deferrals go out on day 1, later cadence
+   steps reach only the customers who have not come back;
+5. once step 1 has reached everyone, simulate the customers' returns over the attribution window from
+   the world's ground truth (contacted customers with their true treated probability);
 6. run `winback-measure` and print, per offer and value tier, return rate treated vs holdout, the
    measured uplift with its 95% CI next to the true uplift, revenue, offer cost and ROI;
 7. show that the Thompson-sampling learner moves offer choice toward the truly best offer per tier.
@@ -147,16 +148,19 @@ def main() -> int:
         console.print(f"   audience {summary['audience']:,}: "
                       + ", ".join(f"{k} {v:,}" for k, v in summary["arms"].items()), highlight=False)
 
-        console.print("[bold]4. Return window[/]: customers respond according to the world's ground truth")
-        code = winback(["simulate-returns", "--campaign", campaign.id, "--world", world_dir,
-                        "--days", str(campaign.attribution_window_days), "--ledger", ledger_url])
-        if code:
-            return code
-
+        simulated = False
         days = sorted({1, *[s.day for s in campaign.cadence[1:]], *[s.day + 1 for s in campaign.cadence[1:]]})
-        console.print(f"[bold]5. Dispatch[/] on days {', '.join(map(str, days))}: deferred sends and later "
-                      "cadence steps (only for customers who have not come back)")
+        console.print(f"[bold]4. Dispatch[/] on days {', '.join(map(str, days))}: sends deferred by quiet hours, "
+                      "then later cadence steps (only for customers who have not come back)")
         for day in days:
+            if day > 1 and not simulated:
+                # Step 1 has gone out to everyone (quiet-hour deferrals included): play the return window.
+                console.print("[bold]5. Return window[/]: customers respond according to the world's ground truth")
+                code = winback(["simulate-returns", "--campaign", campaign.id, "--world", world_dir,
+                                "--days", str(campaign.attribution_window_days), "--ledger", ledger_url])
+                if code:
+                    return code
+                simulated = True
             when = (START + pd.Timedelta(days=day)).isoformat()
             result = dispatch_flow(campaign=str(CAMPAIGN), now=when, world=world_dir, ledger_url=ledger_url,
                                    emulator_url=emulator_url)
