@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -287,10 +288,98 @@ def test_property_each_customer_exactly_once_with_complete_columns(world):
     assert (seg["frequency"] == (seg["n_transactions"] - 1).clip(lower=0)).all()
 
 
-@pytest.mark.parametrize("zone", ["Asia/Shanghai", "America/New_York", "Europe/Berlin", "UTC"])
+@pytest.mark.parametrize("zone", ["Asia/Shanghai", "America/New_York", "Europe/Berlin", "UTC", "Australia/Lord_Howe"])
 def test_calendar_days_match_pandas_across_dst(zone):
-    from winback.segments.core import _local_days
+    import duckdb
+
+    from winback.segments.aggregate import _day_offsets, _day_sql, local_days
 
     stamps = pd.date_range("2024-01-01", "2026-06-30", freq="37min", tz="UTC").as_unit("ns")
     expected = stamps.tz_convert(zone).tz_localize(None).as_unit("ns").asi8 // 86_400_000_000_000
-    assert (_local_days(stamps.asi8, zone) == expected).all()
+    transitions, offsets = _day_offsets(int(stamps.asi8[0]), int(stamps.asi8[-1]), zone)
+    assert (local_days(stamps.asi8, transitions, offsets) == expected).all()
+    # The SQL expression DuckDB evaluates per order gives the same days.
+    con = duckdb.connect()
+    con.register("t", pa.table({"e": pa.array(stamps.asi8)}))
+    days = con.sql(f"SELECT {_day_sql(transitions, offsets)} AS day FROM t").fetchnumpy()["day"]
+    assert (days == expected).all()
+
+
+def _reference_aggregates(orders: pd.DataFrame, zone: str, as_of: pd.Timestamp, window: int) -> pd.DataFrame:
+    """Per-customer counts the slow, obvious way (pandas groupby on local calendar days)."""
+    kept = orders[orders["ordered_at"] <= as_of].copy()
+    kept["day"] = kept["ordered_at"].dt.tz_convert(zone).dt.tz_localize(None).dt.normalize()
+    as_of_day = as_of.tz_convert(zone).tz_localize(None).normalize()
+    recent_start = as_of_day - pd.Timedelta(days=window)
+    earlier_start = recent_start - pd.Timedelta(days=window)
+    days = kept.drop_duplicates(["customer_id", "day"])
+    out = pd.DataFrame({
+        "n_orders": kept.groupby("customer_id").size(),
+        "n_transactions": days.groupby("customer_id").size(),
+        "tx_recent": days[days["day"] > recent_start].groupby("customer_id").size(),
+        "tx_earlier": days[(days["day"] > earlier_start) & (days["day"] <= recent_start)].groupby("customer_id").size(),
+        "total_spend": kept.groupby("customer_id")["amount"].sum(),
+    })
+    return out.fillna(0)
+
+
+@pytest.mark.parametrize("zone", ["Asia/Shanghai", "America/New_York"])
+def test_order_aggregates_match_a_pandas_reference(zone, tmp_path):
+    from winback.segments.aggregate import aggregate_orders, connect
+
+    rng = np.random.default_rng(3)
+    n_orders = 4_000
+    ids = [f"c{i}" for i in range(300)]
+    orders = pd.DataFrame({
+        "customer_id": rng.choice(ids[:280], n_orders),  # c280.. have no orders
+        # Clustered in time so that many customers buy twice on one day, across DST changes.
+        "ordered_at": AS_OF - pd.to_timedelta(rng.integers(0, 900 * 24, n_orders) // 7 * 7, unit="h"),
+        "amount": rng.gamma(2.0, 50.0, n_orders).round(2),
+    })
+    orders = pd.concat([orders, orders.assign(ordered_at=AS_OF + pd.Timedelta(days=3))])  # the future: ignored
+    customers = pa.array(ids, pa.large_string())
+    ref = _reference_aggregates(orders, zone, AS_OF, 180).reindex(ids, fill_value=0)
+    path = tmp_path / "orders.parquet"
+    orders.to_parquet(path, index=False)
+    for source in (orders, path, pa.Table.from_pandas(orders, preserve_index=False)):
+        with connect(customers) as con:
+            agg = aggregate_orders(source, as_of=AS_OF, timezone=zone, trend_window_days=180, con=con,
+                                   n_customers=len(customers))
+        for column in ("n_orders", "n_transactions", "tx_recent", "tx_earlier"):
+            assert (getattr(agg, column) == ref[column].to_numpy()).all(), column
+        assert np.allclose(agg.total_spend, ref["total_spend"].to_numpy())
+
+
+def test_category_counters_survive_heavy_buyers_and_many_categories():
+    # 300 orders of one customer overflow an 8-bit counter; 40 categories use exact pair counts.
+    heavy = [("heavy", d % 700, 10.0, "a", 0.0) for d in range(300)] + [("heavy", 5, 10.0, "b", 0.0)]
+    light = [("light", 400, 10.0, "b"), ("light", 300, 10.0, "b"), ("light", 10, 10.0, "a")]
+    few = segment_customers(_customers(["heavy", "light"]), _orders(heavy + light), as_of=AS_OF)
+    assert few["top_category"].tolist() == ["a", "b"]
+    assert few.loc[1, "category_drop"]  # b before the window, none of it since, bought a
+    many = [(f"m{k}", 30 + k, 10.0, f"cat{k:02d}") for k in range(40)]
+    seg = segment_customers(_customers(["heavy", "light"] + [f"m{k}" for k in range(40)]),
+                            _orders(heavy + light + many), as_of=AS_OF)
+    assert seg["top_category"].tolist()[:2] == ["a", "b"]
+    assert seg["top_category"].tolist()[2:] == [f"cat{k:02d}" for k in range(40)]
+    assert seg["category_drop"].tolist()[:2] == few["category_drop"].tolist()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from([0.0, -1.0, 1.0, 2.0, 2.0, 3.5, 10.0, 50.0, 1e4]), min_size=1, max_size=60))
+def test_property_quantile_tiers_match_the_pandas_rank_definition(values):
+    from winback.segments.core import _value_tiers
+
+    clv = np.array(values)
+    has = np.ones(len(clv), dtype=bool)
+    params = SegmentParams()
+    tiers = _value_tiers(clv, np.ones(len(clv)), has, params)
+    positive = clv > 0
+    expected = np.full(len(clv), VALUE_TIERS.index("lead"))
+    if positive.any():
+        share = pd.Series(clv[positive]).rank(method="min", ascending=False).to_numpy() / positive.sum()
+        bounds = np.cumsum(params.tier_shares)
+        sub = np.select([share <= bounds[0], share <= bounds[1], share <= bounds[2]],
+                        [VALUE_TIERS.index(t) for t in ("platinum", "gold", "iron")], VALUE_TIERS.index("lead"))
+        expected[positive] = sub
+    assert tiers.tolist() == expected.tolist()

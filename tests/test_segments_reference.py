@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from winback.segments import SegmentParams, core, fit_customer_models, segment_customers
+from winback.segments import SegmentParams, aggregate, fit_customer_models, segment_customers
 
 AS_OF = pd.Timestamp("2026-06-30 15:59:59", tz="UTC")
 CATEGORIES = np.array(["apparel", "beauty", "books", "food", "home"])
@@ -106,7 +106,7 @@ def test_row_order_and_representation_do_not_change_the_output(world):
 def test_sparse_category_counts_equal_the_dense_ones(world, monkeypatch):
     customers, orders, complaints, models = world
     expected = segment_customers(customers, orders, complaints, as_of=AS_OF, models=models)
-    monkeypatch.setattr(core, "_DENSE_CATEGORY_CELLS", 0)  # a threshold, not a stand-in
+    monkeypatch.setattr(aggregate, "PACKED_MAX_CATEGORIES", 0)  # a threshold, not a stand-in
     got = segment_customers(customers, orders, complaints, as_of=AS_OF, models=models)
     pd.testing.assert_frame_equal(got, expected, check_exact=True)
 

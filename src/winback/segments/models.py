@@ -256,11 +256,14 @@ def bgnbd_hypergeometric_term(params: BgNbdParams, t, frequency, T) -> np.ndarra
 
 
 def bgnbd_conditional_expected_purchases(params: BgNbdParams, t, frequency, recency, T, *,
-                                         term=None) -> np.ndarray:
+                                         term=None, p_alive=None) -> np.ndarray:
     """Expected transactions in the next `t` time units given (x, t_x, T) (FHL 2005 eq. 10).
 
-    `term` may pass `bgnbd_hypergeometric_term(params, t, frequency, T)` computed once per distinct
-    (x, T) (the costly part); it is computed here otherwise.
+    Eq. 10's denominator 1 + δ(x>0)·a/(b+x−1)·((α+T)/(α+t_x))^(r+x) is 1 / P(alive), so the
+    expectation is the hypergeometric numerator × P(alive). `term` may pass
+    `bgnbd_hypergeometric_term(params, t, frequency, T)` computed once per distinct (x, T) (the
+    costly part) and `p_alive` the customers' `bgnbd_p_alive` (shared by every horizon); each is
+    computed here otherwise.
     """
     r, alpha, a, b = _as_array(params)
     if abs(a - 1.0) < 1e-7:  # the formula has a removable singularity at a = 1
@@ -268,12 +271,9 @@ def bgnbd_conditional_expected_purchases(params: BgNbdParams, t, frequency, rece
     x, tx, tt = (np.asarray(v, dtype=float) for v in (frequency, recency, T))
     if term is None:
         term = bgnbd_hypergeometric_term(params, t, x, tt)
-    c = a + b + x - 1.0
-    numerator = (c / (a - 1.0)) * (1.0 - term)
-    xb = np.where(x > 0, x, 1.0)
-    log_ratio = np.log(a) - np.log(b + xb - 1.0) + (r + x) * (np.log(alpha + tt) - np.log(alpha + tx))
-    denominator = 1.0 + np.where(x > 0, np.exp(np.minimum(log_ratio, 700.0)), 0.0)
-    return numerator / denominator
+    if p_alive is None:
+        p_alive = bgnbd_p_alive(params, x, tx, tt)
+    return ((a + b - 1.0 + x) / (a - 1.0)) * (1.0 - term) * p_alive
 
 
 # ---------------------------------------------------------------------------------------------
