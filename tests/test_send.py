@@ -236,6 +236,29 @@ def test_send_command_json_and_resumable(emu, tmp_path, templates, monkeypatch, 
     assert emu.stats()["accepted"] == 20
 
 
+def test_send_command_workers_share_the_plan_exactly_once(emu, tmp_path, templates, monkeypatch, capsys):
+    # Three forked sender processes claim batches of one plan from one SQLite ledger, with 20% faults.
+    emu.set_faults(0.2, kinds=("429", "500", "503", "drop"), retry_after="0.05")
+    plan_path = tmp_path / "plan.parquet"
+    make_plan(150, channel=["email", "sms", "webhook"]).to_parquet(plan_path)
+    monkeypatch.setenv("WINBACK_UNSUBSCRIBE_SECRET", SECRET)
+    ledger_url = f"sqlite:///{tmp_path}/l.db"
+    args = ["send", "--plan", str(plan_path), "--emulator", emu.url, "--ledger", ledger_url, "--now", NOW,
+            "--templates", str(templates), "--workers", "3", "--batch-size", "10", "--concurrency", "12",
+            "--max-attempts", "8"]
+    assert main([*args, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    status = Ledger(ledger_url).status()
+    stats = emu.stats()
+    assert summary["planned_new"] == 150 and summary["sent"] + summary["failed_total"] == 150
+    assert status["sent"] == summary["sent"] and status["sending"] == 0 and status["planned"] == 0
+    assert stats["duplicates"] == 0 and stats["unique_keys"] == summary["sent"]
+    assert summary["attempts"] >= 150 and summary["retries"] > 0  # the senders' summaries were merged
+    assert main(args) == 0  # progress-bar path; nothing left
+    assert emu.stats()["accepted"] == stats["accepted"]
+    assert main([*args[:-8], "--workers", "0"]) == 1
+
+
 def test_send_command_errors_are_clean(tmp_path, templates, capsys):
     assert main(["send", "--plan", str(tmp_path / "missing.csv"), "--emulator", "http://127.0.0.1:9"]) == 1
     assert "Error:" in capsys.readouterr().err

@@ -34,15 +34,19 @@ def _env():
             "WINBACK_PUBLIC_URL": "https://events.example.com"}
 
 
-def test_kill_minus_nine_at_random_points_then_rerun_sends_each_key_exactly_once(tmp_path):
-    """≥10 SIGKILLs of a sending subprocess at random moments; the final run completes the plan."""
+@pytest.mark.parametrize("workers", [1, 2])
+def test_kill_minus_nine_at_random_points_then_rerun_sends_each_key_exactly_once(tmp_path, workers):
+    """≥10 SIGKILLs of a sending subprocess at random moments; the final run completes the plan.
+
+    With --workers 2 the killed process is the parent: its sender processes die with it.
+    """
     templates = write_templates(tmp_path)
     with EmulatorServer(seed=9, subprocess=True, smtp=False) as emu:
         emu.set_faults(0.05, kinds=("429", "503", "drop"), retry_after="0.05")
-        _kill_and_resume(emu, tmp_path, templates)
+        _kill_and_resume(emu, tmp_path, templates, workers)
 
 
-def _kill_and_resume(emu, tmp_path, templates):
+def _kill_and_resume(emu, tmp_path, templates, workers):
     n = 300
     plan_path = tmp_path / "plan.parquet"
     make_plan(n, channel=["email", "sms", "webhook"]).to_parquet(plan_path)
@@ -52,7 +56,7 @@ def _kill_and_resume(emu, tmp_path, templates):
               "app(sys.argv[1:], prog_name='winback')")
     cmd = [sys.executable, "-c", runner, "send", "--plan", str(plan_path), "--emulator", emu.url,
            "--ledger", ledger_url, "--now", NOW, "--templates", str(templates), "--no-progress", "--json",
-           "--batch-size", "10", "--concurrency", "4"]
+           "--batch-size", "10", "--concurrency", "4", "--workers", str(workers)]
     rng = random.Random(20261123)
     kills = 0
     with httpx.Client() as client:

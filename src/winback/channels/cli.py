@@ -62,11 +62,20 @@ def register(app: typer.Typer) -> None:
         smtp_port: Annotated[int | None, typer.Option("--smtp-port", help="With --emulator and email over SMTP: its SMTP port.")] = None,
         email_provider: Annotated[str | None, typer.Option("--email-provider", help="Override the email provider: sendgrid|mailgun|smtp.")] = None,
         transport: Annotated[str | None, typer.Option("--transport", help="HTTP transport: aiohttp|httpx.")] = None,
+        workers: Annotated[int, typer.Option("--workers", help="Sender processes sharing the plan (each with "
+                                             "its share of --concurrency and of the rate limits).")] = 1,
         no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
         as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON line.")] = False,
     ) -> None:
         """Render and send every due treatment message of a plan, exactly once (resumable)."""
-        from winback.channels.dispatch import SendSettings, count_due, dispatch, run_async
+        from winback.channels.dispatch import (
+            DispatchSummary,
+            SendSettings,
+            count_due,
+            dispatch,
+            dispatch_in_processes,
+            run_async,
+        )
         from winback.channels.providers import Router, load_provider_config, provider_config_for_emulator
         from winback.config import ledger_url, parse_timestamp, secret, utc_now
         from winback.ledger import Ledger
@@ -77,8 +86,8 @@ def register(app: typer.Typer) -> None:
             raise ConfigError("give exactly one of --provider-config and --emulator", field="--provider-config")
         if uncertain not in ("resend", "skip"):
             raise ConfigError("must be 'resend' or 'skip'", field="--uncertain")
-        if concurrency < 1 or batch_size < 1 or max_attempts < 1:
-            raise ConfigError("--concurrency, --batch-size and --max-attempts must be at least 1")
+        if concurrency < 1 or batch_size < 1 or max_attempts < 1 or workers < 1:
+            raise ConfigError("--concurrency, --batch-size, --max-attempts and --workers must be at least 1")
         if not plan.exists():
             raise ConfigError("plan file not found", path=str(plan))
         config = (load_provider_config(provider_config) if provider_config is not None
@@ -102,41 +111,49 @@ def register(app: typer.Typer) -> None:
         renderer = Renderer(templates, unsubscribe_mailto=config.unsubscribe_mailto)
         unsubscribe_secret = secret("WINBACK_UNSUBSCRIBE_SECRET",
                                     required=bool((frame.get("channel") == "email").any()) if "channel" in frame else False)
-        store = Ledger(ledger_url(ledger))
+        url = ledger_url(ledger)
+        store = Ledger(url)
         show_progress = not (no_progress or as_json)
 
-        async def run():
-            async with Router(config) as router:
-                settings = SendSettings(
-                    router=router, renderer=renderer, unsubscribe_secret=unsubscribe_secret, public_url=public_url,
-                    unsubscribe_mailto=config.unsubscribe_mailto, sender_email=config.sender_email,
-                    sender_name=config.sender_name, sms_from=config.sms_from, concurrency=concurrency,
-                    rate_limits=config.rate_limits, max_attempts=max_attempts, uncertain_policy=uncertain,  # type: ignore[arg-type]
-                )
-                if not show_progress:
-                    return await dispatch(store, settings, now=when, plan=frame, batch_size=batch_size,
-                                          stale_after_s=stale_after)
-                from rich.progress import (
-                    BarColumn,
-                    MofNCompleteColumn,
-                    Progress,
-                    TextColumn,
-                    TimeRemainingColumn,
-                )
+        def run(ledger_store, *, share: int = 1, reconcile: bool = True, max_batches: int | None = None,
+                progress=None) -> DispatchSummary:
+            async def go():
+                async with Router(config) as router:
+                    settings = SendSettings(
+                        router=router, renderer=renderer, unsubscribe_secret=unsubscribe_secret,
+                        public_url=public_url, unsubscribe_mailto=config.unsubscribe_mailto,
+                        sender_email=config.sender_email, sender_name=config.sender_name, sms_from=config.sms_from,
+                        concurrency=max(1, -(-concurrency // share)),
+                        rate_limits={k: v / share for k, v in config.rate_limits.items()},
+                        max_attempts=max_attempts, uncertain_policy=uncertain,  # type: ignore[arg-type]
+                        progress=progress,
+                    )
+                    return await dispatch(ledger_store, settings, now=when, batch_size=batch_size,
+                                          stale_after_s=stale_after, reconcile=reconcile, max_batches=max_batches)
+            return run_async(go())
 
-                inserted = store.plan(frame)
-                total = count_due(store, now=when)
-                with Progress(TextColumn("sending"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                              transient=True) as bar:
-                    task = bar.add_task("send", total=total or None)
-                    settings.progress = lambda n: bar.advance(task, n)
-                    result = await dispatch(store, settings, now=when, batch_size=batch_size,
-                                            stale_after_s=stale_after)
-                result.planned_new = inserted
-                return result
+        def sender(index: int, progress) -> DispatchSummary:  # one of --workers processes
+            own = Ledger(url)
+            try:
+                return run(own, share=workers, reconcile=False, progress=progress)
+            finally:
+                own.close()
+
+        def send_all(progress, started: float, inserted: int) -> DispatchSummary:
+            if workers == 1:
+                result = run(store, progress=progress)
+            else:
+                # Reconcile once here; the senders then share the due rows through the ledger's claims.
+                result = run(store, max_batches=0)
+                store.engine.dispose()  # no pooled connection crosses the fork
+                result.merge(dispatch_in_processes(sender, workers, progress=progress))
+                result.remaining_planned = store.status(None).get("planned", 0)
+            result.planned_new = inserted
+            result.seconds = time.perf_counter() - started
+            return result
 
         import gc
-
+        import time
         # Everything loaded so far (libraries, the plan) lives until exit: move it out of the cyclic
         # collector's reach, and let the young generation grow before a pass. A send allocates many
         # short-lived objects per message; with the defaults the collector re-scanned the whole heap
@@ -147,7 +164,24 @@ def register(app: typer.Typer) -> None:
         threshold = gc.get_threshold()
         gc.set_threshold(max(threshold[0], 50_000), *threshold[1:])
         try:
-            summary = run_async(run())
+            started = time.perf_counter()
+            inserted = store.plan(frame)  # the whole plan is persisted before the first send
+            if not show_progress:
+                summary = send_all(None, started, inserted)
+            else:
+                from rich.progress import (
+                    BarColumn,
+                    MofNCompleteColumn,
+                    Progress,
+                    TextColumn,
+                    TimeRemainingColumn,
+                )
+
+                total = count_due(store, now=when)
+                with Progress(TextColumn("sending"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                              transient=True) as bar:
+                    task = bar.add_task("send", total=total or None)
+                    summary = send_all(lambda n: bar.advance(task, n), started, inserted)
         finally:
             gc.set_threshold(*threshold)
             gc.unfreeze()

@@ -108,6 +108,14 @@ class DispatchSummary:
         self.lookups += other.lookups
         self.outage = self.outage or other.outage
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DispatchSummary:
+        """The summary `to_dict` wrote (e.g. by a sender process)."""
+        fields = {k: v for k, v in data.items() if k not in ("failed_total", "msgs_per_s")}
+        for name in ("failed", "uncertain", "reconciled"):
+            fields[name] = Counter(fields.get(name) or {})
+        return cls(**fields)
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (for the CLI's `--json`, Prefect artifacts and the benchmark)."""
         return {
@@ -531,11 +539,13 @@ async def reconcile_in_flight(ledger, settings: SendSettings, *, campaign_id: st
 
 async def dispatch(ledger, settings: SendSettings, *, now: Any, plan: pd.DataFrame | None = None,
                    campaign_id: str | None = None, batch_size: int = 500, stale_after_s: float = 0.0,
-                   max_batches: int | None = None) -> DispatchSummary:
+                   max_batches: int | None = None, reconcile: bool = True) -> DispatchSummary:
     """Persist the plan, reconcile in-flight rows, then claim and send every due row; return the summary.
 
     `stale_after_s`: only rows claimed at least this long before `now` are treated as abandoned by a
     crashed run (0 = every row in `sending`; use a positive value when another sender may be running).
+    `reconcile=False` skips step 2: for the sender processes of `dispatch_in_processes`, whose
+    parent reconciled once before starting them (each other's `sending` rows are not abandoned).
     """
     started = time.perf_counter()
     summary = DispatchSummary()
@@ -544,8 +554,9 @@ async def dispatch(ledger, settings: SendSettings, *, now: Any, plan: pd.DataFra
     now_ts = pd.Timestamp(now)
     now_ts = now_ts.tz_localize("UTC") if now_ts.tzinfo is None else now_ts.tz_convert("UTC")
     claimed_before = now_ts - pd.Timedelta(seconds=stale_after_s) if stale_after_s > 0 else None
-    summary.merge(await reconcile_in_flight(ledger, settings, campaign_id=campaign_id,
-                                            claimed_before=claimed_before))
+    if reconcile:
+        summary.merge(await reconcile_in_flight(ledger, settings, campaign_id=campaign_id,
+                                                claimed_before=claimed_before))
     # Two batches overlap: the next is claimed (and queues on the shared semaphore) while the tail
     # of the previous one is still in flight, so the connection pool never idles between batches.
     # At most 2 × batch_size rows are in `sending` at any moment.
@@ -587,6 +598,98 @@ async def dispatch(ledger, settings: SendSettings, *, now: Any, plan: pd.DataFra
     summary.remaining_planned = ledger.status(campaign_id).get("planned", 0)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def dispatch_in_processes(send: Callable[[int, Progress], DispatchSummary], workers: int, *,
+                          progress: Progress | None = None) -> DispatchSummary:
+    """Run `send(index, progress)` in `workers` forked sender processes and merge their summaries.
+
+    One Python process tops out at about 1,000 messages/s here: rendering and httpx's request layer
+    are CPU-bound (bench/RESULTS.md). The ledger's claims are atomic across processes (SQLite's
+    BEGIN IMMEDIATE, PostgreSQL's SKIP LOCKED), so several senders can share one plan; the caller
+    reconciles in-flight rows once before (each `send` must run `dispatch(reconcile=False)`) and
+    splits the concurrency and rate limits between them. Fork (Linux, macOS): the children share
+    the parent's loaded modules and frozen heap instead of importing again; they die with the
+    parent (Linux), and a killed sender leaves its rows `sending` for the next run's reconciliation,
+    as a killed single sender does.
+    """
+    import multiprocessing as mp
+    import os
+    import traceback
+
+    if workers < 1:
+        raise ConfigError("must be at least 1", field="--workers")
+    ctx = mp.get_context("fork")
+    results = ctx.SimpleQueue()
+    settled = ctx.Value("q", 0)
+
+    def bump(n: int) -> None:
+        with settled.get_lock():
+            settled.value += n
+
+    def child(index: int) -> None:
+        _die_with_parent()
+        try:
+            summary = send(index, bump)
+            results.put(("ok", index, summary.to_dict()))
+        except BaseException as exc:  # reported by the parent, which raises it
+            results.put(("error", index, f"{type(exc).__name__}: {exc}",
+                         isinstance(exc, ConfigError), traceback.format_exc()))
+        finally:
+            os._exit(0)
+
+    started = time.perf_counter()
+    procs = [ctx.Process(target=child, args=(i,), name=f"winback-sender-{i}", daemon=True) for i in range(workers)]
+    for proc in procs:
+        proc.start()
+    shown = 0
+    try:
+        while any(p.is_alive() for p in procs):
+            for p in procs:
+                p.join(0.2)
+            if progress is not None and settled.value > shown:
+                progress(settled.value - shown)
+                shown = settled.value
+    except BaseException:
+        for p in procs:
+            p.kill()
+        raise
+    if progress is not None and settled.value > shown:
+        progress(settled.value - shown)
+    summary = DispatchSummary()
+    errors = []
+    reported = set()
+    while not results.empty():
+        item = results.get()
+        reported.add(item[1])
+        if item[0] == "ok":
+            summary.merge(DispatchSummary.from_dict(item[2]))
+        else:
+            errors.append(item)
+    lost = [p for i, p in enumerate(procs) if i not in reported]
+    if errors:
+        _, index, text, config, _tb = errors[0]
+        cls = ConfigError if config else WinbackError
+        raise cls(f"sender process {index} failed: {text}")
+    if lost:
+        raise WinbackError(f"sender process {procs.index(lost[0])} died (exit code {lost[0].exitcode}); its rows in "
+                           "`sending` are reconciled by the next run")
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this process when its parent dies (prctl PR_SET_PDEATHSIG)."""
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+        except OSError:
+            pass
 
 
 def run_async(coro):
