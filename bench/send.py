@@ -4,9 +4,12 @@ aiohttp (the fastest client measured here), plain httpx (default transport) and 
 httpx-aiohttp's AiohttpTransport (the transport winback uses; the transport-choice figure).
 
 The emulator runs in its own process, `winback send` in another (so neither shares the bench's event
-loop); the bare loops run here. Last line: one JSON object.
+loop); the bare loops run here. `winback send` runs twice, each on a fresh ledger: as one process
+(`--workers 1`) and with `--workers` sender processes (default 2, the machine's cores; the same
+total concurrency, split between them). `msgs_per_s` and `ratio` are the `--workers` run's; the
+single-process figures are reported beside them. Last line: one JSON object.
 
-    .venv/bin/python bench/send.py [--messages 20000] [--concurrency 64]
+    .venv/bin/python bench/send.py [--messages 20000] [--concurrency 64] [--workers 2]
 """
 
 from __future__ import annotations
@@ -144,13 +147,14 @@ async def bare_httpx(url: str, bodies: list[bytes], concurrency: int, transport:
 
 
 def run_winback_send(url: str, plan_path: Path, templates: Path, ledger: str, concurrency: int,
-                     batch_size: int, transport: str) -> dict:
+                     batch_size: int, transport: str, workers: int = 1) -> dict:
     """`winback send` in a subprocess; returns its JSON summary plus the process wall time."""
     env = {**os.environ, "WINBACK_UNSUBSCRIBE_SECRET": SECRET, "WINBACK_PUBLIC_URL": "https://events.example.com",
            "PYTHONPATH": str(REPO / "src")}
     cmd = [sys.executable, "-m", "winback.cli", "send", "--plan", str(plan_path), "--emulator", url,
            "--ledger", ledger, "--now", NOW, "--templates", str(templates), "--concurrency", str(concurrency),
-           "--batch-size", str(batch_size), "--transport", transport, "--no-progress", "--json"]
+           "--batch-size", str(batch_size), "--transport", transport, "--no-progress", "--json",
+           "--workers", str(workers)]
     import resource
 
     started = time.perf_counter()
@@ -172,6 +176,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=2000)
     parser.add_argument("--transport", default="aiohttp", choices=["aiohttp", "httpx"])
+    parser.add_argument("--workers", type=int, default=2, help="sender processes of the main winback send run")
     args = parser.parse_args()
     n, c = args.messages, args.concurrency
 
@@ -214,8 +219,17 @@ def main() -> None:
         print(f"bare httpx + winback transport: {n / hxw_s:8.0f} msgs/s ({hxw_s:.2f} s)", flush=True)
 
         emu.reset()
-        summary = run_winback_send(emu.url, plan_path, templates, f"sqlite:///{tmp}/ledger.db", c,
-                                   args.batch_size, args.transport)
+        single = run_winback_send(emu.url, plan_path, templates, f"sqlite:///{tmp}/ledger-1.db", c,
+                                  args.batch_size, args.transport, workers=1)
+        single_cpu = CPU_S["winback"]
+        assert single["sent"] == n and emu.stats()["duplicates"] == 0, single
+        print(f"winback send, 1 process:        {single['msgs_per_s']:8.0f} msgs/s ({single['seconds']:.2f} s)",
+              flush=True)
+        summary = single
+        if args.workers > 1:
+            emu.reset()
+            summary = run_winback_send(emu.url, plan_path, templates, f"sqlite:///{tmp}/ledger-{args.workers}.db", c,
+                                       args.batch_size, args.transport, workers=args.workers)
         stats = emu.stats()
         assert summary["sent"] == n, summary
         assert stats["accepted"] == n and stats["duplicates"] == 0, stats
@@ -228,7 +242,7 @@ def main() -> None:
         aio_s = min(aio_s, aio_after_s)
         aio_cpu = min(aio_cpu, CPU_S["aiohttp"])
         wb = summary["msgs_per_s"]
-        print(f"winback send ({args.transport} transport): {wb:8.0f} msgs/s ({summary['seconds']:.2f} s in dispatch: "
+        print(f"winback send ({args.transport} transport, {args.workers} sender processes): {wb:8.0f} msgs/s ({summary['seconds']:.2f} s in dispatch: "
               f"plan persisted, rendered, claimed, sent, recorded; {summary['process_wall_s']:.2f} s wall "
               f"with interpreter start and plan read = {n / summary['process_wall_s']:.0f} msgs/s)", flush=True)
         print(f"emulator: accepted {stats['accepted']}, unique keys {stats['unique_keys']}, "
@@ -246,6 +260,9 @@ def main() -> None:
         "httpx_msgs_per_s": round(n / hx_s, 1), "ratio_httpx": round(wb / (n / hx_s), 3),
         "httpx_aiohttp_transport_msgs_per_s": round(n / hxa_s, 1),
         "httpx_winback_transport_msgs_per_s": round(n / hxw_s, 1),
+        "workers": args.workers, "single_process_msgs_per_s": round(single["msgs_per_s"], 1),
+        "single_process_ratio": round(single["msgs_per_s"] / (n / aio_s), 3),
+        "single_process_cpu_ms_per_msg": round(1000 * single_cpu / n, 3),
         "wall_msgs_per_s": round(n / summary["process_wall_s"], 1), "duplicates": stats["duplicates"],
         "event_loop": os.environ.get("WINBACK_EVENT_LOOP", "asyncio"),
         "cpu_ms_per_msg": cpu_ms, "cpu_ratio": round(cpu_ms["aiohttp"] / cpu_ms["winback"], 3),
