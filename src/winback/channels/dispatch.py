@@ -355,8 +355,8 @@ async def deliver(channel: Channel, message: OutboundMessage, settings: SendSett
 
 
 # The ledger columns `build_message` and the suppression check read (a claimed batch carries ~25).
-_MESSAGE_COLUMNS = ("campaign_id", "customer_id", "step", "channel", "to_address", "template", "locale", "context",
-                    "account_manager", "value_tier", "likely_reason", "offer", "coupon_code", "send_at_local")
+_MESSAGE_COLUMNS = ("id", "campaign_id", "customer_id", "step", "channel", "to_address", "template", "locale",
+                    "context", "account_manager", "value_tier", "likely_reason", "offer", "coupon_code", "send_at_local")
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -416,7 +416,8 @@ async def dispatch_batch(rows: pd.DataFrame, ledger, settings: SendSettings, *,
         address = _value(row, "to_address")
         if (customer_id, channel_name) in by_customer or (
                 address and (channel_name, str(address).lower()) in by_address):
-            pending.append(Outcome(campaign_id, customer_id, step, "suppressed", error="suppressed at send time"))
+            pending.append(Outcome(campaign_id, customer_id, step, "suppressed", error="suppressed at send time",
+                                   row_id=row.get("id")))
             summary.suppressed += 1
             finished()
             continue
@@ -425,7 +426,7 @@ async def dispatch_batch(rows: pd.DataFrame, ledger, settings: SendSettings, *,
             channel = settings.router.channel_for(channel_name)
         except RenderError as exc:  # this row's template or context is wrong: it fails alone
             reason = f"render: {exc}"
-            pending.append(Outcome(campaign_id, customer_id, step, "failed", error=reason[:500]))
+            pending.append(Outcome(campaign_id, customer_id, step, "failed", error=reason[:500], row_id=row.get("id")))
             summary.failed["render"] += 1
             finished()
             continue
@@ -434,7 +435,7 @@ async def dispatch_batch(rows: pd.DataFrame, ledger, settings: SendSettings, *,
         except Exception as exc:  # a bad row (template, context, address) fails alone, with its reason
             text = str(exc) if isinstance(exc, WinbackError) else f"{type(exc).__name__}: {exc}"
             reason = text if ":" in text.split(" ", 1)[0] else f"render: {text}"
-            pending.append(Outcome(campaign_id, customer_id, step, "failed", error=reason[:500]))
+            pending.append(Outcome(campaign_id, customer_id, step, "failed", error=reason[:500], row_id=row.get("id")))
             summary.failed[reason_code(reason)] += 1
             finished()
             continue
@@ -456,17 +457,18 @@ async def dispatch_batch(rows: pd.DataFrame, ledger, settings: SendSettings, *,
                 summary.uncertain_resent += 1
             if d.state == "sent":
                 pending.append(Outcome(campaign_id, customer_id, step, "sent", provider,
-                                       d.result.provider_message_id if d.result else None))
+                                       d.result.provider_message_id if d.result else None, row_id=row.get("id")))
                 summary.sent += 1
             elif d.state == "failed":
-                pending.append(Outcome(campaign_id, customer_id, step, "failed", provider, None, (d.reason or "")[:500]))
+                pending.append(Outcome(campaign_id, customer_id, step, "failed", provider, None, (d.reason or "")[:500],
+                                       row_id=row.get("id")))
                 summary.failed[reason_code(d.reason)] += 1
                 if d.result is not None and d.result.suppress:
                     await asyncio.to_thread(ledger.add_suppression,customer_id, str(row["channel"]), message.to, d.result.suppress,
                                             source=provider)
             elif d.state == "uncertain":
                 pending.append(Outcome(campaign_id, customer_id, step, "uncertain", provider, None,
-                                       (d.reason or "")[:500]))
+                                       (d.reason or "")[:500], row_id=row.get("id")))
                 summary.uncertain[reason_code((d.reason or "").removeprefix("uncertain: "))] += 1
             elif d.state == "released":
                 release.append((campaign_id, customer_id, step))
