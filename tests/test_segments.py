@@ -383,3 +383,29 @@ def test_property_quantile_tiers_match_the_pandas_rank_definition(values):
                         [VALUE_TIERS.index(t) for t in ("platinum", "gold", "iron")], VALUE_TIERS.index("lead"))
         expected[positive] = sub
     assert tiers.tolist() == expected.tolist()
+
+
+def test_parquet_orders_with_bad_columns_are_named_errors(tmp_path):
+    from winback.errors import DataError
+
+    customers = _customers(["a", "b"])
+    good = _orders([("a", 10, 20.0), ("b", 40, 35.0)])
+    cases = {
+        "no_amount.parquet": (good.drop(columns="amount"), "amount"),
+        "text_time.parquet": (good.assign(ordered_at=good["ordered_at"].astype(str)), "ordered_at"),
+        "nan_amount.parquet": (good.assign(amount=[20.0, float("nan")]), "amount"),
+        "huge_amount.parquet": (good.assign(amount=[20.0, 1e15]), "amount"),
+    }
+    for name, (frame, column) in cases.items():
+        path = tmp_path / name
+        frame.to_parquet(path, index=False)
+        with pytest.raises(DataError) as err:
+            segment_customers(customers, path, as_of=AS_OF)
+        assert column in str(err.value), name
+    with pytest.raises(DataError, match="no such file"):
+        segment_customers(customers, tmp_path / "missing.parquet", as_of=AS_OF)
+    # The same frame as a path, an Arrow table and a DataFrame gives the same segments.
+    good.to_parquet(tmp_path / "good.parquet", index=False)
+    expected = segment_customers(customers, good, as_of=AS_OF)
+    for source in (tmp_path / "good.parquet", [tmp_path / "good.parquet"], pa.Table.from_pandas(good)):
+        pd.testing.assert_frame_equal(segment_customers(customers, source, as_of=AS_OF), expected)
