@@ -409,3 +409,24 @@ def test_parquet_orders_with_bad_columns_are_named_errors(tmp_path):
     expected = segment_customers(customers, good, as_of=AS_OF)
     for source in (tmp_path / "good.parquet", [tmp_path / "good.parquet"], pa.Table.from_pandas(good)):
         pd.testing.assert_frame_equal(segment_customers(customers, source, as_of=AS_OF), expected)
+
+
+def test_thirty_years_of_history_count_distinct_days_without_a_bitmap():
+    # A span beyond the day bitmap's width takes count(DISTINCT day): same counts as the bitmap path.
+    from winback.segments.aggregate import _MAX_BITMAP_DAYS, aggregate_orders, connect
+
+    rng = np.random.default_rng(1)
+    ids = pa.array([f"c{i}" for i in range(50)], pa.large_string())
+    recent = pd.DataFrame({"customer_id": rng.choice(ids.to_pylist(), 2000),
+                           "ordered_at": AS_OF - pd.to_timedelta(rng.integers(0, 700 * 24, 2000), unit="h"),
+                           "amount": 10.0})
+    old = pd.DataFrame({"customer_id": ["c0"], "ordered_at": [AS_OF - pd.Timedelta(days=_MAX_BITMAP_DAYS + 400)],
+                        "amount": [10.0]})
+    runs = []
+    for orders in (recent, pd.concat([recent, old])):
+        with connect(ids) as con:
+            runs.append(aggregate_orders(orders, as_of=AS_OF, timezone="America/New_York", trend_window_days=180,
+                                         con=con, n_customers=len(ids)))
+    bitmap, distinct = runs
+    assert (distinct.n_transactions - bitmap.n_transactions).tolist() == [1] + [0] * 49
+    assert (distinct.tx_recent == bitmap.tx_recent).all() and (distinct.tx_earlier == bitmap.tx_earlier).all()
