@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -82,6 +83,33 @@ def test_injected_faults_every_message_settles_without_duplicates(emu, tmp_path,
     # holdout customers were never contacted
     held = {message_key("spring", c, 1) for c in rows.loc[rows["state"] == "held_out", "customer_id"]}
     assert not held & {m["key"] for m in emu.messages()}
+
+
+@pytest.mark.parametrize("settle", [0.0, 1.0])
+def test_a_timed_out_request_still_queued_at_the_provider_is_not_resent(tmp_path, templates, settle):
+    # The emulator answers after 0.6 s, the client gives up after 0.4 s: the request is still in the
+    # provider's queue when the client asks whether it arrived. Looking up at once finds nothing and
+    # resends (the first copy is accepted later: a duplicate); waiting `lookup_settle_s` finds it.
+    with EmulatorServer(seed=1, latency_ms=600, smtp=False) as slow:
+        config = provider_config_for_emulator(slow.url, timeout_s=0.4)
+
+        async def go():
+            async with Router(config) as router:
+                settings = SendSettings(router=router, renderer=Renderer(templates),
+                                        unsubscribe_secret=SecretStr(SECRET), public_url="https://events.example.com",
+                                        concurrency=10, backoff=Backoff(0.02, 0.2), seed=1, max_attempts=3,
+                                        lookup_settle_s=settle)
+                return await dispatch(Ledger(f"sqlite:///{tmp_path}/l.db"), settings, now=NOW,
+                                      plan=make_plan(10), batch_size=10)
+
+        summary = asyncio.run(go())
+        time.sleep(1.0)  # let requests the client gave up on land at the provider
+        stats = slow.stats()
+    if settle:
+        assert summary.sent == 10 and summary.lookups == 10 and summary.retries == 0
+        assert stats["duplicates"] == 0 and stats["accepted"] == 10
+    else:  # the race the settle closes, shown on the same emulator
+        assert stats["duplicates"] > 0
 
 
 def test_rerun_after_completion_sends_nothing(emu, tmp_path, templates):

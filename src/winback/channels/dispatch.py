@@ -11,7 +11,10 @@ Protocol (the ledger's module docstring states the same from its side):
    right after (flushed every `flush_every` answers: a crash in between leaves the row `sending`,
    which step 2 settles without resending).
 4. An answer that may have reached the provider (timeout, dropped connection, HTTP 500) is looked up
-   before it is retried, so a retry never duplicates a message the provider already took.
+   before it is retried, so a retry never duplicates a message the provider already took. After a
+   timeout the lookup waits `lookup_settle_s` first: a request we stopped waiting for may still sit in
+   the provider's queue, and a lookup made at once could miss it (seen under load: not found, resent,
+   then the first copy accepted too).
 5. A provider outage (N consecutive failed requests with no success) opens a circuit breaker: the run
    stops cleanly, rows not yet handed over go back to `planned` (not `failed`), and the summary says so.
 
@@ -179,6 +182,7 @@ class SendSettings:
     backoff: Backoff = field(default_factory=Backoff)
     uncertain_policy: UncertainPolicy = "resend"
     outage_after: int = 25
+    lookup_settle_s: float = 2.0  # wait after a timeout before asking the provider whether it got it
     flush_every: int = 500
     seed: int | None = None
     progress: Progress | None = None
@@ -330,6 +334,8 @@ async def deliver(channel: Channel, message: OutboundMessage, settings: SendSett
         settings.breaker.failure(provider, result.reason)
         if result.ambiguous:
             lookups += 1
+            if "Timeout" in (result.reason or "") and settings.lookup_settle_s > 0:
+                await asyncio.sleep(settings.lookup_settle_s)
             found = await _lookup(channel, message, settings)
             if found.status == "found":
                 accepted = SendResult(message.key, "accepted", provider,
