@@ -112,6 +112,38 @@ def test_a_timed_out_request_still_queued_at_the_provider_is_not_resent(tmp_path
         assert stats["duplicates"] > 0
 
 
+def test_reconciling_rows_claimed_moments_ago_waits_for_the_settle_first(emu, tmp_path, templates, monkeypatch):
+    # A sender killed just now may have requests still queued at the provider: the next run waits
+    # `lookup_settle_s` from the newest claim (real clock) before looking its rows up.
+    from winback.channels import dispatch as engine
+    from winback.channels.dispatch import reconcile_in_flight
+    from winback.config import utc_now
+
+    waits = []
+
+    async def settle(seconds):
+        waits.append(seconds)
+
+    monkeypatch.setattr(engine, "_settle", settle)
+    ledger = Ledger(f"sqlite:///{tmp_path}/l.db")
+    ledger.plan(make_plan(5))
+    ledger.claim("spring", now=utc_now(), limit=5)  # claimed now, then "crashed" before sending
+    config = provider_config_for_emulator(emu.url, timeout_s=2.0)
+
+    async def go(settle_s):
+        async with Router(config) as router:
+            settings = SendSettings(router=router, renderer=Renderer(templates), unsubscribe_secret=SecretStr(SECRET),
+                                    public_url="https://events.example.com", lookup_settle_s=settle_s)
+            return await reconcile_in_flight(ledger, settings)
+
+    summary = asyncio.run(go(30.0))
+    assert len(waits) == 1 and 0 < waits[0] <= 30.0
+    assert summary.reconciled["not_found"] == 5 and ledger.status()["planned"] == 5
+    ledger.claim("spring", now="2026-11-21T00:00:00Z", limit=5)  # claimed long ago (a past --now): no wait
+    asyncio.run(go(30.0))
+    assert len(waits) == 1
+
+
 def test_rerun_after_completion_sends_nothing(emu, tmp_path, templates):
     plan = make_plan(40, channel=["email", "webhook"])
     ledger, first = run_dispatch(emu, tmp_path, templates, plan)

@@ -335,7 +335,7 @@ async def deliver(channel: Channel, message: OutboundMessage, settings: SendSett
         if result.ambiguous:
             lookups += 1
             if "Timeout" in (result.reason or "") and settings.lookup_settle_s > 0:
-                await asyncio.sleep(settings.lookup_settle_s)
+                await _settle(settings.lookup_settle_s)
             found = await _lookup(channel, message, settings)
             if found.status == "found":
                 accepted = SendResult(message.key, "accepted", provider,
@@ -495,6 +495,11 @@ async def dispatch_batch(rows: pd.DataFrame, ledger, settings: SendSettings, *,
     return summary
 
 
+async def _settle(seconds: float) -> None:
+    """Wait before a lookup (a seam for tests: they check the wait is asked for, not the clock)."""
+    await asyncio.sleep(seconds)
+
+
 async def reconcile_in_flight(ledger, settings: SendSettings, *, campaign_id: str | None = None,
                               claimed_before: Any | None = None) -> DispatchSummary:
     """Settle rows left in `sending` by a crashed run, by looking each key up at its provider."""
@@ -504,6 +509,13 @@ async def reconcile_in_flight(ledger, settings: SendSettings, *, campaign_id: st
     rows = ledger.in_flight(campaign_id, claimed_before=claimed_before)
     if len(rows) == 0:
         return summary
+    # Rows claimed moments ago (a sender killed just now): its last requests may still sit in the
+    # provider's queue, so wait out `lookup_settle_s` from the newest claim (real clock) first.
+    newest = pd.to_datetime(rows["claimed_at"], utc=True).max() if "claimed_at" in rows else pd.NaT
+    if settings.lookup_settle_s > 0 and not pd.isna(newest):
+        age = (pd.Timestamp.now(tz="UTC") - newest).total_seconds()
+        if 0 <= age < settings.lookup_settle_s:
+            await _settle(settings.lookup_settle_s - age)
     sent, release, uncertain = [], [], []
 
     async def look(row):
