@@ -635,7 +635,6 @@ def dispatch_in_processes(send: Callable[[int, Progress], DispatchSummary], work
     """
     import multiprocessing as mp
     import os
-    import traceback
 
     if workers < 1:
         raise ConfigError("must be at least 1", field="--workers")
@@ -653,8 +652,7 @@ def dispatch_in_processes(send: Callable[[int, Progress], DispatchSummary], work
             summary = send(index, bump)
             results.put(("ok", index, summary.to_dict()))
         except BaseException as exc:  # reported by the parent, which raises it
-            results.put(("error", index, f"{type(exc).__name__}: {exc}",
-                         isinstance(exc, ConfigError), traceback.format_exc()))
+            results.put(("error", index, f"{type(exc).__name__}: {exc}", isinstance(exc, ConfigError)))
         finally:
             os._exit(0)
 
@@ -688,7 +686,7 @@ def dispatch_in_processes(send: Callable[[int, Progress], DispatchSummary], work
             errors.append(item)
     lost = [p for i, p in enumerate(procs) if i not in reported]
     if errors:
-        _, index, text, config, _tb = errors[0]
+        _, index, text, config = errors[0]
         cls = ConfigError if config else WinbackError
         raise cls(f"sender process {index} failed: {text}")
     if lost:

@@ -324,7 +324,7 @@ def _aggregate(con, source: str, columns: set[str], *, as_of, timezone, trend_wi
                 value = lane if cond == "TRUE" else f"CASE WHEN {cond} THEN {lane} END"
                 aggs.append(f"coalesce(sum({value}) % 18446744073709551616::HUGEINT, 0)::UBIGINT AS {name}")
     inner = (f"SELECT customer_id, amount, {'discount' if 'discount' in columns else 'NULL AS discount'}, "
-             f"{code if k else 'NULL::INTEGER'} AS code, e, {_day_sql(transitions, offsets)} AS day "
+             f"{code} AS code, e, {_day_sql(transitions, offsets)} AS day "
              f"FROM (SELECT *, epoch_ns(ordered_at) AS e FROM {source}) WHERE e <= {as_of_ns}")
     grouped = f"SELECT customer_id, {', '.join(aggs)} FROM ({inner}) GROUP BY customer_id"
     if n is not None:
@@ -355,7 +355,7 @@ def _aggregate(con, source: str, columns: set[str], *, as_of, timezone, trend_wi
     agg.n_transactions[where] = n_tx
     agg.tx_recent[where] = rec
     agg.tx_earlier[where] = ear
-    if categories and n is not None:
+    if categories:  # only with customers given (n), see above
         agg.categories = _category_counts(con, result, where, size, names, packed, inner, cat_start)
     return agg
 

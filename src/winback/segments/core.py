@@ -64,12 +64,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from winback.errors import ConfigError, DataError
 from winback.segments.aggregate import (
     OrdersSource,
+    _strings,
     aggregate_orders,
     check_unique_ids,
     complaint_counts,
     connect,
 )
-from winback.segments.aggregate import _strings as _strings
 from winback.segments.models import (
     BgNbdParams,
     GammaGammaParams,
