@@ -156,8 +156,8 @@ def _step(step: str, out: Path) -> dict:
     return result
 
 
-def _run_step(step: str, out: Path) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--step", step, "--dir", str(out)],
+def _run_step(step: str, out: Path, *extra: str) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--step", step, "--dir", str(out), *extra],
                           capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr)
@@ -173,11 +173,16 @@ def main() -> None:
     parser.add_argument("--step", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     out = args.dir or Path(f"/tmp/winback-bench-segment-{args.customers}")
+    if args.step == "world":
+        print(json.dumps({"source": make_world(args.customers, out)}))
+        return
     if args.step:
         print(json.dumps(_step(args.step, out), default=str))
         return
     t0 = time.perf_counter()
-    source = make_world(args.customers, out)
+    # In its own process too: Linux keeps a process's peak RSS across fork + exec, so a world generated
+    # here (2.4 GB at 1M customers) would show up as every later step's peak.
+    source = _run_step("world", out, "--customers", str(args.customers))["source"]
     print(f"world: {args.customers:,} customers from {source} in {out} ({time.perf_counter() - t0:.1f} s)")
     fit = _run_step("fit", out)
     (out / "models.json").write_text(json.dumps({"bgnbd": fit["bgnbd"], "gamma_gamma": fit["gamma_gamma"]}))
