@@ -407,16 +407,15 @@ def _category_counts(con, result: pa.Table, where: np.ndarray, size: int, names:
         pairs = _pairs(con, inner, cat_start)
         return sparse_top_categories(pairs["pos"].astype(np.int64), pairs["code"].astype(np.int64),
                                      pairs["n_all"].astype(float), pairs["n_recent"].astype(float), out)
-    # Every customer's 8-bit counters: a 64-bit word per 8 categories, placed once, then each
-    # category's counters are a strided uint8 view of those words (no copy per category).
-    all_c, recent_c = [], []
-    for w in range(-(-k // _LANES)):
-        for views, column in ((all_c, f"all_{w}"), (recent_c, f"recent_{w}")):
-            word = np.zeros(size, dtype="<u8")
-            word[where] = result[column].to_numpy()
-            lanes = word.view(np.uint8).reshape(size, 8)
-            views += [lanes[:, lane] for lane in range(min(_LANES, k - w * _LANES))]
-    out = dense_top_categories(all_c, recent_c, out)
+    # Every customer's 8-bit counters: a row of 64-bit words (8 categories each), seen as bytes.
+    n_words = -(-k // _LANES)
+    counters = []
+    for prefix in ("all", "recent"):
+        matrix = np.zeros((size, n_words * _LANES), dtype=np.uint8)
+        for w in range(n_words):
+            matrix.view("<u8")[where, w] = result[f"{prefix}_{w}"].to_numpy()
+        counters.append(matrix[:, :k])
+    out = dense_top_categories(*counters, out)
     heavy = where[result["n_orders"].to_numpy() >= 256]
     if len(heavy):  # an 8-bit counter may have overflowed: count these customers exactly
         pairs = _pairs(con, inner, cat_start, only=heavy)
@@ -441,32 +440,20 @@ def _pairs(con, inner: str, cat_start: int, *, only: np.ndarray | None = None) -
     ).fetchnumpy()
 
 
-def dense_top_categories(all_c: list[np.ndarray], recent_c: list[np.ndarray], out: dict) -> dict:
-    """Top categories from per-category count arrays over every customer; the first (alphabetical)
-    wins ties: a running maximum over the (few) categories."""
-    n = len(all_c[0])
-    best_all, best_all_n = np.zeros(n, dtype=np.int64), all_c[0].astype(np.int64)
-    best_before, best_before_n = np.zeros(n, dtype=np.int64), best_all_n - recent_c[0]
-    best_before_recent = recent_c[0].astype(np.int64)
-    recent_orders = best_before_recent.astype(float)
-    for j in range(1, len(all_c)):
-        a, r = all_c[j].astype(np.int64), recent_c[j]
-        better = a > best_all_n
-        best_all = np.where(better, j, best_all)
-        best_all_n = np.maximum(a, best_all_n)
-        b = a - r
-        better = b > best_before_n
-        best_before = np.where(better, j, best_before)
-        best_before_n = np.maximum(b, best_before_n)
-        best_before_recent = np.where(better, r, best_before_recent)
-        recent_orders += r
-    bought = best_all_n > 0
-    had_before = best_before_n > 0
-    out["top_category"] = np.where(bought, best_all, -1)
-    out["top_before"] = np.where(had_before, best_before, -1)
-    out["top_before_orders"] = np.where(had_before, best_before_n, 0).astype(float)
-    out["top_before_recent"] = np.where(had_before, best_before_recent, 0).astype(float)
-    out["recent_orders"] = recent_orders
+def dense_top_categories(all_c: np.ndarray, recent_c: np.ndarray, out: dict) -> dict:
+    """Top categories from (customers × categories) order counts, overall and in the window; the
+    first (alphabetical) wins ties, as `argmax` keeps the first maximum."""
+    rows = np.arange(len(all_c))
+    before = all_c - recent_c  # recent ≤ all: no wrap-around in unsigned counters
+    top = np.argmax(all_c, axis=1)
+    top_before = np.argmax(before, axis=1)
+    before_n = before[rows, top_before].astype(float)
+    had_before = before_n > 0
+    out["top_category"] = np.where(all_c[rows, top] > 0, top, -1)
+    out["top_before"] = np.where(had_before, top_before, -1)
+    out["top_before_orders"] = before_n
+    out["top_before_recent"] = np.where(had_before, recent_c[rows, top_before], 0).astype(float)
+    out["recent_orders"] = recent_c.sum(axis=1, dtype=np.int64).astype(float)
     return out
 
 
