@@ -124,3 +124,12 @@ def test_hypergeometric_term_shared_per_x_and_T_is_the_same_prediction(world):
         models.bgnbd, 90.0, out.loc[has, "frequency"].to_numpy(float),
         (last - first).dt.days.to_numpy(float), (as_of_day - first).dt.days.to_numpy(float))
     np.testing.assert_array_equal(out.loc[has, "expected_purchases_90d"].to_numpy(), direct)
+
+
+def test_model_fit_does_not_depend_on_the_order_of_the_orders(world):
+    # The fit's per-customer arrays come in customer_id order, not the hash table's: the same
+    # orders in another row order give the same parameters to the last digit (and so the same stages).
+    _, orders, _, models = world
+    for seed in (1, 2):
+        shuffled = orders.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+        assert fit_customer_models(shuffled, as_of=AS_OF) == models

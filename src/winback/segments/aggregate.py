@@ -333,7 +333,9 @@ def _aggregate(con, source: str, columns: set[str], *, as_of, timezone, trend_wi
         size = n
         out_names = None
     else:
-        result = con.sql(grouped).to_arrow_table()
+        # In customer_id order: the hash table's output order varies from run to run, and a model fit
+        # on these arrays would vary in its last digits with it.
+        result = con.sql(f"{grouped} ORDER BY customer_id").to_arrow_table()
         size = result.num_rows
         where = np.arange(size)
         out_names = _strings(result["customer_id"])
