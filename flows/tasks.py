@@ -264,12 +264,10 @@ async def _with_settings(campaign, emulator_url, provider_config, concurrency, u
     renderer = Renderer(campaign.templates_path(), locale_fallback=campaign.locale_fallback,
                         unsubscribe_mailto=config.unsubscribe_mailto)
     async with Router(config) as router:
-        settings = SendSettings(
-            router=router, renderer=renderer, unsubscribe_secret=secret("WINBACK_UNSUBSCRIBE_SECRET"),
-            public_url=os.environ.get("WINBACK_PUBLIC_URL") or config.public_url,
-            unsubscribe_mailto=config.unsubscribe_mailto, sender_email=campaign.brand.sender_email or config.sender_email,
-            sender_name=campaign.brand.sender_name or config.sender_name, sms_from=config.sms_from,
-            concurrency=concurrency, rate_limits=config.rate_limits, uncertain_policy=uncertain_policy,
+        settings = SendSettings.from_config(
+            config, router=router, renderer=renderer, concurrency=concurrency,
+            sender_email=campaign.brand.sender_email, sender_name=campaign.brand.sender_name,
+            unsubscribe_secret=secret("WINBACK_UNSUBSCRIBE_SECRET"), uncertain_policy=uncertain_policy,
         )
         return await body(settings)
 

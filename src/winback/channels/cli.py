@@ -103,9 +103,6 @@ def register(app: typer.Typer) -> None:
             updates["transport"] = transport
         if updates:
             config = config.model_copy(update=updates)
-        import os
-
-        public_url = os.environ.get("WINBACK_PUBLIC_URL") or config.public_url
         frame = read_table(plan)
         when = parse_timestamp(now, option="--now") if now else utc_now()
         renderer = Renderer(templates, unsubscribe_mailto=config.unsubscribe_mailto)
@@ -119,14 +116,10 @@ def register(app: typer.Typer) -> None:
                 progress=None) -> DispatchSummary:
             async def go():
                 async with Router(config) as router:
-                    settings = SendSettings(
-                        router=router, renderer=renderer, unsubscribe_secret=unsubscribe_secret,
-                        public_url=public_url, unsubscribe_mailto=config.unsubscribe_mailto,
-                        sender_email=config.sender_email, sender_name=config.sender_name, sms_from=config.sms_from,
-                        concurrency=max(1, -(-concurrency // share)),
-                        rate_limits={k: v / share for k, v in config.rate_limits.items()},
-                        max_attempts=max_attempts, uncertain_policy=uncertain,  # type: ignore[arg-type]
-                        progress=progress,
+                    settings = SendSettings.from_config(
+                        config, router=router, renderer=renderer, concurrency=concurrency, share=share,
+                        unsubscribe_secret=unsubscribe_secret, max_attempts=max_attempts,
+                        uncertain_policy=uncertain, progress=progress,
                     )
                     return await dispatch(ledger_store, settings, now=when, batch_size=batch_size,
                                           stale_after_s=stale_after, reconcile=reconcile, max_batches=max_batches)

@@ -187,6 +187,24 @@ class SendSettings:
     seed: int | None = None
     progress: Progress | None = None
 
+    @classmethod
+    def from_config(cls, config, *, router, renderer, concurrency: int = 32, share: int = 1,
+                    sender_email: str | None = None, sender_name: str | None = None, **options) -> SendSettings:
+        """Settings for a provider config (`winback.channels.providers.ProviderConfig`): its senders, SMS
+        number, unsubscribe address and rate limits, the public URL from WINBACK_PUBLIC_URL first. A
+        campaign's own sender overrides the config's; with `share` = N, this sender is one of N
+        processes and gets 1/N of the concurrency and of every rate limit."""
+        import os
+
+        return cls(
+            router=router, renderer=renderer,
+            public_url=os.environ.get("WINBACK_PUBLIC_URL") or config.public_url,
+            unsubscribe_mailto=config.unsubscribe_mailto, sender_email=sender_email or config.sender_email,
+            sender_name=sender_name or config.sender_name, sms_from=config.sms_from,
+            concurrency=max(1, -(-concurrency // share)),
+            rate_limits={k: v / share for k, v in config.rate_limits.items()}, **options,
+        )
+
     def __post_init__(self) -> None:
         if self.uncertain_policy not in ("resend", "skip"):
             raise ConfigError(f"uncertain policy must be 'resend' or 'skip', got {self.uncertain_policy!r}")
