@@ -167,6 +167,31 @@ def test_reason_priority_service_manager_price_competitor_forgotten():
     assert set(reason) <= set(REASONS)
 
 
+def test_an_unresolved_complaint_before_the_silence_is_open_however_long_ago():
+    # Each bought every 20 days until 400 days ago. A complaint with the last orders that was never
+    # resolved explains the silence (service recovery), a year or more later; a resolved one does
+    # not, nor one the customer went on buying after.
+    base = _regulars(60, 20)
+    names = ("left_unresolved", "resolved", "bought_on_after", "complained_after")
+    rows = base + [(name, d, 100.0) for name in names for d in range(400, 700, 20)]
+    complaints = pd.DataFrame({
+        "customer_id": list(names),
+        "created_at": [AS_OF - pd.Timedelta(days=d) for d in (405, 405, 520, 200)],
+        "kind": ["delivery"] * 4,
+        "resolved": [False, True, False, False],
+    })
+    seg = segment_customers(_customers([f"r{k}" for k in range(60)] + list(names)), _orders(rows), complaints,
+                            as_of=AS_OF).set_index("customer_id")
+    assert (seg.loc[list(names), "lapse_stage"] == "lost").all()
+    assert seg.loc[list(names), "complaint_open"].tolist() == [True, False, False, True]
+    assert seg.loc[list(names), "likely_reason"].tolist() == ["service", "forgotten", "forgotten", "service"]
+    assert seg.loc[list(names), "complaints_recent"].tolist() == [0, 0, 0, 0]  # none in the last 180 days
+    # A shorter lead leaves out the complaint 5 days before the last order.
+    strict = segment_customers(_customers(list(names)), _orders(rows), complaints, as_of=AS_OF,
+                               params=SegmentParams(complaint_lead_days=0)).set_index("customer_id")
+    assert strict["complaint_open"].tolist() == [False, False, False, True]
+
+
 def test_customers_without_orders_and_future_orders():
     rows = _regulars(30, 15) + [("late", -3, 100.0)]  # an order after as_of is the future: ignored
     ids = [f"r{k}" for k in range(30)] + ["late", "never"]

@@ -112,24 +112,24 @@ def aggregate_orders(orders: OrdersSource, *, as_of: pd.Timestamp, timezone: str
                         column="amount") from exc
 
 
-def complaint_counts(complaints: pd.DataFrame, con, n: int, *, start: pd.Timestamp,
-                     end: pd.Timestamp) -> tuple[np.ndarray, np.ndarray]:
-    """(open, recent) complaints per customer created in (start, end]; unknown customers ignored."""
-    created = pd.to_datetime(complaints["created_at"], utc=True)
+def complaint_counts(complaints: pd.DataFrame, con, n: int, *, recent_start: pd.Timestamp, end: pd.Timestamp,
+                     open_since: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(open, recent) per customer: open = an unresolved complaint created in [open_since, end] (UTC ns,
+    one bound per customer), recent = complaints created in (recent_start, end]. Complaints of unknown
+    customers are ignored."""
+    created = pd.DatetimeIndex(pd.to_datetime(complaints["created_at"], utc=True)).as_unit("ns").asi8
     resolved = (complaints["resolved"].astype("boolean").fillna(False).to_numpy(dtype=bool)
                 if "resolved" in complaints.columns else np.zeros(len(complaints), dtype=bool))
-    keep = ((created > start) & (created <= end)).to_numpy()
-    con.register("complaints", pa.table({
-        "customer_id": _strings(complaints["customer_id"]).filter(pa.array(keep)),
-        "open": pa.array(~resolved[keep]),
-    }))
-    rows = con.sql("SELECT pos, count(*)::INTEGER AS recent, count(*) FILTER (open)::INTEGER AS open "
-                   "FROM complaints JOIN ids USING (customer_id) GROUP BY pos").fetchnumpy()
-    recent = np.zeros(n, dtype=np.int64)
-    open_ = np.zeros(n, dtype=np.int64)
-    recent[rows["pos"]] = rows["recent"]
-    open_[rows["pos"]] = rows["open"]
-    return open_ > 0, recent
+    con.register("complaints", pa.table({"customer_id": _strings(complaints["customer_id"]),
+                                         "i": pa.array(np.arange(len(complaints), dtype=np.int64))}))
+    rows = con.sql("SELECT c.i, ids.pos FROM complaints c JOIN ids USING (customer_id)").fetchnumpy()
+    row, pos = rows["i"], rows["pos"].astype(np.int64)
+    when = created[row]  # a missing created_at (NaT, the smallest int64) is in no window
+    in_time = when <= end.as_unit("ns").value
+    recent = np.bincount(pos[in_time & (when > recent_start.as_unit("ns").value)], minlength=n)
+    open_ = np.zeros(n, dtype=bool)
+    open_[pos[in_time & ~resolved[row] & (when >= open_since[pos])]] = True
+    return open_, recent.astype(np.int64)
 
 
 def check_unique_ids(con) -> None:

@@ -35,8 +35,11 @@ How each column is made (every threshold lives in `SegmentParams`):
   (default 1.0 / 1.5 / 2.5 / 5.0 → at_risk / lapsing / lapsed / lost); also lost when
   p_alive < `lost_p_alive` and the customer is overdue (ratio ≥ first threshold). `no_orders` for
   customers without an order up to as_of.
-- Reasons: `complaint_open` (an unresolved complaint created in the last `complaint_window_days`),
-  `complaints_recent` (complaints in that window), `discount_share` (share of orders with
+- Reasons: `complaint_open` (an unresolved complaint created at most `complaint_lead_days` before the
+  customer's last order or any time after it: the grievance that preceded the silence, however long
+  ago the customer stopped; one from before they went on buying does not count; customers without
+  orders: within `complaint_window_days`), `complaints_recent` (complaints in the last
+  `complaint_window_days`), `discount_share` (share of orders with
   discount > 0; price-sensitive when ≥ `price_discount_share` over ≥ `price_min_orders` orders),
   `top_category` (most ordered category over the whole history), `category_drop` (the top category
   before the last `category_window_days` — at least `category_min_orders` orders — has no order in
@@ -138,7 +141,9 @@ class SegmentParams(BaseModel):
     )
     lost_p_alive: float = Field(0.1, ge=0, le=1, description="overdue and P(alive) below this → lost")
     # Reasons
-    complaint_window_days: int = Field(180, gt=0)
+    complaint_window_days: int = Field(180, gt=0, description="complaints_recent counts this many days back")
+    complaint_lead_days: int = Field(
+        30, ge=0, description="an unresolved complaint is open from this many days before the last order on")
     price_discount_share: float = Field(0.5, ge=0, le=1)
     price_min_orders: int = Field(2, ge=1)
     category_window_days: int = Field(180, gt=0)
@@ -197,8 +202,14 @@ def segment_customers(
                                trend_window_days=params.trend_window_days,
                                category_window_days=params.category_window_days)
         if with_complaints:
+            window_start = as_of - pd.Timedelta(days=params.complaint_window_days)
+            # Open from shortly before the last order on: the complaint that preceded the silence,
+            # however long ago that was (customers without orders: the complaint window).
+            open_since = np.where(agg.n_orders > 0,
+                                  agg.last_order_at.view("int64") - params.complaint_lead_days * 86_400 * 10**9,
+                                  window_start.value)
             complaint_open, complaints_recent = complaint_counts(
-                complaints, con, n, start=as_of - pd.Timedelta(days=params.complaint_window_days), end=as_of)
+                complaints, con, n, recent_start=window_start, end=as_of, open_since=open_since)
         else:
             complaint_open, complaints_recent = np.zeros(n, dtype=bool), np.zeros(n, dtype="int64")
     cat = agg.categories
