@@ -223,7 +223,8 @@ def test_write_and_read_round_trip_with_csv_copies(world, tmp_path):
         pd.testing.assert_frame_equal(getattr(back, frame), getattr(world, frame))
     assert back.as_of == AS_OF and back.seed == 11 and back.departed_managers == world.departed_managers
     lines = (tmp_path / "w" / "departed_managers.txt").read_text(encoding="utf-8").splitlines()
-    assert lines == world.departed_managers
+    assert lines == world.departed_manager_entries
+    assert [line.split(",")[0] for line in lines] == world.departed_managers  # name,YYYY-MM-DD
     csv_orders = read_table(tmp_path / "w" / "orders.csv")
     assert len(csv_orders) == len(world.orders)
     assert csv_orders["order_id"].tolist() == world.orders["order_id"].tolist()

@@ -192,6 +192,16 @@ def test_an_unresolved_complaint_before_the_silence_is_open_however_long_ago():
     assert strict["complaint_open"].tolist() == [False, False, False, True]
 
 
+def test_departed_manager_entries_with_and_without_dates():
+    from winback.segments.core import departed_manager_dates
+
+    got = departed_manager_dates(["王芳,2025-08-20", " li lei ", "Li Lei,2025-03-01", "Smith, John",
+                                  "Wang,Fang,2024-01-02", "王芳,2025-09-30", "", "  "])
+    assert got == {"王芳": pd.Timestamp("2025-08-20", tz="UTC"), "li lei": pd.Timestamp("2025-03-01", tz="UTC"),
+                   "smith, john": None, "wang,fang": pd.Timestamp("2024-01-02", tz="UTC")}
+    assert departed_manager_dates(None) == {} and departed_manager_dates(("a",)) == {"a": None}
+
+
 def test_customers_without_orders_and_future_orders():
     rows = _regulars(30, 15) + [("late", -3, 100.0)]  # an order after as_of is the future: ignored
     ids = [f"r{k}" for k in range(30)] + ["late", "never"]

@@ -43,7 +43,7 @@ def _write_inputs(tmp_path):
 def test_segment_command_writes_one_row_per_valid_customer(tmp_path, capsys):
     paths, n_customers, _ = _write_inputs(tmp_path)
     managers = tmp_path / "departed.txt"
-    managers.write_text("# left in May\n王芳\n", encoding="utf-8")
+    managers.write_text("# left in May\n王芳,2026-05-15\n", encoding="utf-8")
     out = tmp_path / "out" / "segments.parquet"
     quarantine = tmp_path / "quarantine.csv"
     code = main([
@@ -60,8 +60,14 @@ def test_segment_command_writes_one_row_per_valid_customer(tmp_path, capsys):
     assert len(segments) + bad_customers == n_customers  # quarantined + output = input
     assert segments["customer_id"].is_unique
     assert set(segments.loc[segments["customer_id"].isin(["c38", "c39"]), "lapse_stage"]) == {"no_orders"}
-    assert segments.set_index("customer_id").loc["c5", "manager_departed"]
-    assert segments.set_index("customer_id").loc["c3", "complaint_open"]
+    by_id = segments.set_index("customer_id")
+    assert by_id.loc["c5", "manager_departed"] and by_id.loc["c35", "manager_departed"]
+    # 王芳 left on 2026-05-15: c25's last order was 30 days before that (within manager_lead_days), a
+    # reason; c30 and c35 had gone quiet 45 and 60 days before she left: other reasons, though their
+    # manager still counts as departed.
+    assert by_id.loc["c25", "likely_reason"] == "manager_left"
+    assert by_id.loc["c30", "likely_reason"] == "price" and by_id.loc["c35", "likely_reason"] == "forgotten"
+    assert by_id.loc["c3", "complaint_open"]
     assert "lapse stage × value tier" in captured.out and "Input validation" in captured.out
     assert "quarantine" in captured.out
 

@@ -91,7 +91,8 @@ class Sources(Strict):
     complaints: str | None = None
     encoding: str = "utf-8-sig"
     departed_managers: list[str] = Field(default_factory=list)
-    departed_managers_file: str | None = None  # one name per line, e.g. a demo world's departed_managers.txt
+    # `name` or `name,YYYY-MM-DD` (the day they left) per entry / line, e.g. a demo world's departed_managers.txt
+    departed_managers_file: str | None = None
 
     @field_validator("encoding")
     @classmethod

@@ -83,7 +83,7 @@ def print_segments(world) -> pd.DataFrame:
     from winback.segments import render_segment_summary, segment_customers
 
     segments = segment_customers(world.customers, world.orders, world.complaints, as_of=parse_timestamp(AS_OF),
-                                 departed_managers=tuple(world.departed_managers))
+                                 departed_managers=tuple(world.departed_manager_entries))
     console.print(render_segment_summary(segments))
     return segments
 

@@ -31,9 +31,9 @@ def write_world(world: World, out_dir: str | Path, csv: bool = False) -> list[Pa
         if csv:
             written.append(write_table(frame, out / f"{name}.csv"))
     written.append(write_table(world.managers, out / MANAGERS_FILE))
-    # The segmentation's optional input: one departed account manager per line.
+    # The segmentation's optional input: one departed account manager per line, `name,YYYY-MM-DD`.
     departed = out / DEPARTED_FILE
-    departed.write_text("".join(f"{m}\n" for m in world.departed_managers), encoding="utf-8")
+    departed.write_text("".join(f"{m}\n" for m in world.departed_manager_entries), encoding="utf-8")
     written.append(departed)
     meta = {
         "generator": "winback.demo",
@@ -42,7 +42,7 @@ def write_world(world: World, out_dir: str | Path, csv: bool = False) -> list[Pa
         "customers": len(world.customers),
         "orders": len(world.orders),
         "complaints": len(world.complaints),
-        "departed_managers": world.departed_managers,
+        "departed_managers": world.departed_manager_entries,
     }
     (out / METADATA_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     written.append(out / METADATA_FILE)

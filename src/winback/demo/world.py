@@ -134,6 +134,13 @@ class World:
         """Names of account managers who have left the company (customers tend to follow them)."""
         return sorted(self.managers.loc[self.managers["left_at"].notna(), "name"].astype(str).tolist())
 
+    @property
+    def departed_manager_entries(self) -> list[str]:
+        """`name,YYYY-MM-DD` (the day they left, UTC) per departed manager, as segmentation reads them."""
+        left = self.managers[self.managers["left_at"].notna()].sort_values("name")
+        return [f"{name},{pd.Timestamp(when).tz_convert('UTC'):%Y-%m-%d}"
+                for name, when in zip(left["name"].astype(str), left["left_at"], strict=True)]
+
 
 def _utc(as_of) -> pd.Timestamp:
     ts = pd.Timestamp(as_of)

@@ -22,7 +22,8 @@ def register(app: typer.Typer) -> None:
         as_of: str | None = typer.Option(None, "--as-of", help="date or timestamp (default: now)"),
         departed_managers: str | None = typer.Option(
             None, "--departed-managers",
-            help="account managers who left: comma-separated names, or a file with one name per line",
+            help="account managers who left: comma-separated names, or a file with one per line, "
+                 "`name` or `name,YYYY-MM-DD` (the day they left)",
         ),
         encoding: str = typer.Option("utf-8-sig", "--encoding", help="CSV encoding, e.g. gb18030"),
         strict: bool = typer.Option(False, "--strict", help="fail on the first bad row instead of quarantining"),
@@ -92,7 +93,8 @@ def register(app: typer.Typer) -> None:
 
 
 def _departed_managers(value: str | None) -> tuple[str, ...]:
-    """Names from `--departed-managers`: a file (one name per line, `#` comments) or comma-separated names."""
+    """Entries from `--departed-managers`: a file (one `name` or `name,YYYY-MM-DD` per line, `#` comments)
+    or comma-separated names."""
     if not value:
         return ()
     path = Path(value)
@@ -101,7 +103,7 @@ def _departed_managers(value: str | None) -> tuple[str, ...]:
             lines = path.read_text(encoding="utf-8-sig").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read departed managers: {exc}", path=str(path)) from None
-        names = [line.split(",")[0].strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        names = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
     else:
         names = [n.strip() for n in value.split(",")]
     return tuple(dict.fromkeys(n for n in names if n))

@@ -45,7 +45,10 @@ How each column is made (every threshold lives in `SegmentParams`):
   before the last `category_window_days` — at least `category_min_orders` orders — has no order in
   that window although the customer's own rate there predicts ≥ `category_expected_min`, while
   they did buy something else in the window: buying elsewhere, the competitor signal),
-  `manager_departed` (account_manager in the departed list).
+  `manager_departed` (account_manager in the departed list). A departed-managers entry is a name, or
+  `name,YYYY-MM-DD` with the day the manager left: then the departure explains a lapse (reason
+  `manager_left`) only if it came before the customer's last order or at most `manager_lead_days`
+  after it; a customer who had already gone quiet did not leave because of it.
   `likely_reason` for slipping customers (stage at_risk … lost), first match in the order
   service > manager_left > price > competitor > forgotten; `none` for active and no_orders.
 
@@ -144,6 +147,8 @@ class SegmentParams(BaseModel):
     complaint_window_days: int = Field(180, gt=0, description="complaints_recent counts this many days back")
     complaint_lead_days: int = Field(
         30, ge=0, description="an unresolved complaint is open from this many days before the last order on")
+    manager_lead_days: int = Field(
+        30, ge=0, description="a dated departure explains a lapse up to this many days after the last order")
     price_discount_share: float = Field(0.5, ge=0, le=1)
     price_min_orders: int = Field(2, ge=1)
     category_window_days: int = Field(180, gt=0)
@@ -265,9 +270,13 @@ def segment_customers(
     # Reasons -----------------------------------------------------------------------------------
     discount_share = np.where(has, agg.n_discounted / np.maximum(n_orders, 1), 0.0)
     category_drop = _category_drop(cat, has, first_day, as_of_day, params)
-    manager_departed = _manager_departed(customers, departed_managers)
+    manager_departed, left_at = _manager_departed(customers, departed_managers)
+    # A departure dated well after the customer's last order came too late to be the reason.
+    left_before_silence = manager_departed & ~(
+        left_at > np.where(has, agg.last_order_at.view("int64"), as_of_ns)
+        + params.manager_lead_days * 86_400 * 10**9)
     reason = _likely_reasons(
-        stage, complaint_open, manager_departed,
+        stage, complaint_open, left_before_silence,
         (discount_share >= params.price_discount_share) & (n_orders >= params.price_min_orders),
         category_drop,
     )
@@ -499,15 +508,49 @@ def _category_drop(cat: dict, has, first_day, as_of_day, params: SegmentParams) 
     )
 
 
-def _manager_departed(customers: pd.DataFrame, departed_managers) -> np.ndarray:
-    names = {str(m).strip().casefold() for m in (departed_managers or ()) if str(m).strip()}
-    if not names or "account_manager" not in customers.columns:
-        return np.zeros(len(customers), dtype=bool)
+def _manager_departed(customers: pd.DataFrame, departed_managers) -> tuple[np.ndarray, np.ndarray]:
+    """(departed, left_at): whether each customer's account manager left, and when (UTC ns; the
+    smallest int64 when the entry has no date)."""
+    unknown = np.iinfo(np.int64).min
+    left = departed_manager_dates(departed_managers)
+    if not left or "account_manager" not in customers.columns:
+        return np.zeros(len(customers), dtype=bool), np.full(len(customers), unknown, dtype=np.int64)
     # Compare each distinct manager once (a few hundred), not every customer's.
     encoded = pc.dictionary_encode(_strings(customers["account_manager"]))
-    hit = np.array([v.strip().casefold() in names for v in encoded.dictionary.to_pylist()] + [False])
+    when = [left.get(v.strip().casefold(), False) for v in encoded.dictionary.to_pylist()]
+    hit = np.array([w is not False for w in when] + [False])
+    dates = np.array([w.value if isinstance(w, pd.Timestamp) else unknown for w in when] + [unknown], dtype=np.int64)
     codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False)
-    return hit[codes]
+    return hit[codes], dates[codes]
+
+
+def departed_manager_dates(entries) -> dict[str, pd.Timestamp | None]:
+    """Departed managers by case-folded name, with the day they left (UTC) when the entry gives one.
+
+    An entry is a name or `name,YYYY-MM-DD` (a date after the last comma); a later entry for the
+    same name keeps the earlier date."""
+    out: dict[str, pd.Timestamp | None] = {}
+    for entry in entries or ():
+        name, date = str(entry).strip(), None
+        head, sep, tail = name.rpartition(",")
+        if sep and tail.strip():
+            try:
+                date = pd.Timestamp(tail.strip())
+            except (ValueError, TypeError):
+                date = None
+            if date is not None and not pd.isna(date):
+                name = head.strip()
+                date = date.tz_localize("UTC") if date.tzinfo is None else date.tz_convert("UTC")
+            else:
+                date = None
+        key = name.casefold()
+        if not key:
+            continue
+        if key not in out:
+            out[key] = date
+        elif date is not None and (out[key] is None or date < out[key]):
+            out[key] = date
+    return out
 
 
 def _likely_reasons(stage, complaint_open, manager_departed, price, category_drop) -> np.ndarray:
