@@ -85,7 +85,28 @@ def print_segments(world) -> pd.DataFrame:
     segments = segment_customers(world.customers, world.orders, world.complaints, as_of=parse_timestamp(AS_OF),
                                  departed_managers=tuple(world.departed_manager_entries))
     console.print(render_segment_summary(segments))
+    console.print(reason_table(segments, world.truth))
     return segments
+
+
+def reason_table(segments: pd.DataFrame, truth: pd.DataFrame) -> Table:
+    """How often `likely_reason` names the world's true reason, among slipping customers."""
+    from winback.vocab import REASONS
+
+    both = segments[["customer_id", "likely_reason"]].merge(truth[["customer_id", "true_reason"]], on="customer_id")
+    both = both[both["likely_reason"] != "none"]
+    table = Table(title="likely_reason against the demo world's true reason (slipping customers)")
+    for col in ("reason", "named", "truly", "precision", "recall"):
+        table.add_column(col, justify="left" if col == "reason" else "right")
+    for reason in REASONS:
+        if reason == "none":
+            continue
+        named = both["likely_reason"] == reason
+        truly = both["true_reason"] == reason
+        table.add_row(reason, f"{named.sum():,}", f"{truly.sum():,}",
+                      _pct((named & truly).sum() / named.sum() if named.any() else None),
+                      _pct((named & truly).sum() / truly.sum() if truly.any() else None))
+    return table
 
 
 def results_table(run, truth: pd.DataFrame, ledger_rows: pd.DataFrame, dim: str, title: str) -> Table:
