@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from winback.errors import ConfigError
 from winback.segments import (
     SEGMENT_COLUMNS,
     SegmentParams,
@@ -200,6 +201,8 @@ def test_departed_manager_entries_with_and_without_dates():
     assert got == {"王芳": pd.Timestamp("2025-08-20", tz="UTC"), "li lei": pd.Timestamp("2025-03-01", tz="UTC"),
                    "smith, john": None, "wang,fang": pd.Timestamp("2024-01-02", tz="UTC")}
     assert departed_manager_dates(None) == {} and departed_manager_dates(("a",)) == {"a": None}
+    with pytest.raises(ConfigError, match="2025-13-45"):  # a bad date is an error, not a silent other name
+        departed_manager_dates(["王芳,2025-13-45"])
 
 
 def test_customers_without_orders_and_future_orders():

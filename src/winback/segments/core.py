@@ -527,22 +527,23 @@ def _manager_departed(customers: pd.DataFrame, departed_managers) -> tuple[np.nd
 def departed_manager_dates(entries) -> dict[str, pd.Timestamp | None]:
     """Departed managers by case-folded name, with the day they left (UTC) when the entry gives one.
 
-    An entry is a name or `name,YYYY-MM-DD` (a date after the last comma); a later entry for the
-    same name keeps the earlier date."""
+    An entry is a name or `name,YYYY-MM-DD` (a date after the last comma: anything there with a digit
+    must be one, a ConfigError names the entry otherwise; "Smith, John" is a name); a later entry for
+    the same name keeps the earlier date."""
     out: dict[str, pd.Timestamp | None] = {}
     for entry in entries or ():
         name, date = str(entry).strip(), None
         head, sep, tail = name.rpartition(",")
-        if sep and tail.strip():
+        if sep and any(ch.isdigit() for ch in tail):
             try:
                 date = pd.Timestamp(tail.strip())
             except (ValueError, TypeError):
                 date = None
-            if date is not None and not pd.isna(date):
-                name = head.strip()
-                date = date.tz_localize("UTC") if date.tzinfo is None else date.tz_convert("UTC")
-            else:
-                date = None
+            if date is None or pd.isna(date):
+                raise ConfigError(f"departed manager {entry!r}: {tail.strip()!r} is not a date (YYYY-MM-DD)",
+                                  field="departed_managers")
+            name = head.strip()
+            date = date.tz_localize("UTC") if date.tzinfo is None else date.tz_convert("UTC")
         key = name.casefold()
         if not key:
             continue
