@@ -80,6 +80,12 @@ def test_segment_command_csv_output_and_comma_separated_managers(tmp_path, capsy
     segments = pd.read_csv(out, encoding="utf-8-sig")
     assert segments["manager_departed"].sum() == 8  # c0, c5, …, c35
     assert "no_orders" in capsys.readouterr().out
+    # A date after a name is that name's (the file form's `name,YYYY-MM-DD`).
+    assert main(["segment", "--customers", str(paths["customers"]), "--orders", str(paths["orders"]),
+                 "--as-of", "2026-06-30", "--departed-managers", "王芳,2026-05-15, 张伟", "--out", str(out)]) == 0
+    dated = pd.read_csv(out, encoding="utf-8-sig").set_index("customer_id")
+    assert dated["manager_departed"].sum() == 8
+    assert dated.loc["c25", "likely_reason"] == "manager_left" and dated.loc["c35", "likely_reason"] == "forgotten"
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -22,8 +22,8 @@ def register(app: typer.Typer) -> None:
         as_of: str | None = typer.Option(None, "--as-of", help="date or timestamp (default: now)"),
         departed_managers: str | None = typer.Option(
             None, "--departed-managers",
-            help="account managers who left: comma-separated names, or a file with one per line, "
-                 "`name` or `name,YYYY-MM-DD` (the day they left)",
+            help="account managers who left, each `name` or `name,YYYY-MM-DD` (the day they left): "
+                 "comma-separated, or a file with one per line",
         ),
         encoding: str = typer.Option("utf-8-sig", "--encoding", help="CSV encoding, e.g. gb18030"),
         strict: bool = typer.Option(False, "--strict", help="fail on the first bad row instead of quarantining"),
@@ -94,7 +94,7 @@ def register(app: typer.Typer) -> None:
 
 def _departed_managers(value: str | None) -> tuple[str, ...]:
     """Entries from `--departed-managers`: a file (one `name` or `name,YYYY-MM-DD` per line, `#` comments)
-    or comma-separated names."""
+    or comma-separated names, each optionally followed by its date (`王芳,2025-08-20,李雷`)."""
     if not value:
         return ()
     path = Path(value)
@@ -105,7 +105,12 @@ def _departed_managers(value: str | None) -> tuple[str, ...]:
             raise ConfigError(f"cannot read departed managers: {exc}", path=str(path)) from None
         names = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
     else:
-        names = [n.strip() for n in value.split(",")]
+        names = []
+        for token in (t.strip() for t in value.split(",")):
+            if names and token[:1].isdigit():  # a date (a name does not start with a digit): the previous name's
+                names[-1] = f"{names[-1]},{token}"
+            else:
+                names.append(token)
     return tuple(dict.fromkeys(n for n in names if n))
 
 
