@@ -7,6 +7,8 @@ ledger key — the figure the exactly-once tests assert on. Faults are drawn fro
 configured rate: 429 with Retry-After, 500, 503, a slow answer past the client's timeout (the message
 IS recorded first, like a provider that accepted it and then stalled), and a dropped connection (the
 transport is closed without an answer; half of the time after recording the message).
+`POST /_emulator/hold {"hold": true}` holds every send request in the provider's queue, unanswered and
+not recorded, until `{"hold": false}`: a request the client gave up on that still lands later.
 
 It is a bare ASGI app (no framework routing on the hot path) under uvicorn with httptools, so it is
 not the bottleneck of the send benchmark. Dropping a connection needs the transport, which ASGI hides:
@@ -159,6 +161,13 @@ class EmulatorApp:
         self.latency_s = latency_ms / 1000.0
         self.store = store or MessageStore()
         self.requests = Counter()
+        self._open: asyncio.Event | None = None  # made on the server's loop; set = not holding
+
+    def _gate(self) -> asyncio.Event:
+        if self._open is None:
+            self._open = asyncio.Event()
+            self._open.set()
+        return self._open
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
@@ -216,6 +225,7 @@ class EmulatorApp:
     async def faulty(self, scope, provider: str, handler):
         """Apply latency and maybe a fault around a send handler."""
         self.requests[provider] += 1
+        await self._gate().wait()
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
         fault = self.faults.draw()
@@ -401,6 +411,13 @@ class EmulatorApp:
             self.store.reset()
             self.requests.clear()
             return _json(200, {"reset": True})
+        if what == "hold" and method == "POST":
+            try:
+                hold = bool(json.loads(body or b"{}").get("hold", True))
+            except (ValueError, AttributeError) as exc:
+                return _json(400, {"error": str(exc)})
+            (self._gate().clear if hold else self._gate().set)()
+            return _json(200, {"hold": hold})
         if what == "faults" and method == "POST":
             try:
                 doc = json.loads(body or b"{}")
@@ -603,6 +620,10 @@ class EmulatorServer:
     def reset(self) -> None:
         """`POST /_emulator/reset`."""
         self._admin("POST", "reset")
+
+    def hold(self, on: bool = True) -> None:
+        """Hold send requests unanswered and unrecorded (`on`), or let them through."""
+        self._admin("POST", "hold", {"hold": on})
 
     def set_faults(self, rate: float, kinds: tuple[str, ...] | None = None, **extra) -> dict:
         """Change the fault rate (and kinds) of the running emulator."""
