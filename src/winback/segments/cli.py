@@ -95,23 +95,18 @@ def register(app: typer.Typer) -> None:
 def _departed_managers(value: str | None) -> tuple[str, ...]:
     """Entries from `--departed-managers`: a file (one `name` or `name,YYYY-MM-DD` per line, `#` comments)
     or comma-separated names, each optionally followed by its date (`王芳,2025-08-20,李雷`)."""
+    from winback.sources.validate import departed_entries
+
     if not value:
         return ()
     path = Path(value)
-    if path.is_file():
-        try:
-            lines = path.read_text(encoding="utf-8-sig").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read departed managers: {exc}", path=str(path)) from None
-        names = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-    else:
-        names = []
-        for token in (t.strip() for t in value.split(",")):
-            if names and token[:1].isdigit():  # a date (a name does not start with a digit): the previous name's
-                names[-1] = f"{names[-1]},{token}"
-            else:
-                names.append(token)
-    return tuple(dict.fromkeys(n for n in names if n))
+    if not path.is_file():
+        return departed_entries(value)
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read departed managers: {exc}", path=str(path)) from None
+    return departed_entries(line for line in lines if not line.lstrip().startswith("#"))
 
 
 def _read_fit_orders(source: str, *, encoding: str, timezone: str):

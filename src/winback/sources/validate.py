@@ -414,11 +414,22 @@ def _raise_first(quarantine: pd.DataFrame) -> None:
         )
 
 
-def _departed(names: Iterable[str] | str | None) -> tuple[str, ...]:
+def departed_entries(names: Iterable[str] | str | None) -> tuple[str, ...]:
+    """Departed-manager entries (`name` or `name,YYYY-MM-DD`), de-duplicated in order.
+
+    An iterable gives one entry per item. A string is comma-separated names, each optionally followed
+    by its date: a token with a digit belongs to the name before it (`王芳,2025-08-20,李雷`), the
+    rule `winback.segments.core.departed_manager_dates` reads the entries by."""
     if names is None:
         return ()
     if isinstance(names, str):
-        names = names.split(",")
+        entries: list[str] = []
+        for token in (t.strip() for t in names.split(",")):
+            if entries and any(ch.isdigit() for ch in token):
+                entries[-1] = f"{entries[-1]},{token}"
+            else:
+                entries.append(token)
+        names = entries
     return tuple(dict.fromkeys(n.strip() for n in names if n and n.strip()))
 
 
@@ -490,6 +501,6 @@ def validate_inputs(
         rows_read=rows_read,
         sources={t: names[t] for t in rows_read},
         filled=filled,
-        departed_managers=_departed(departed_managers),
+        departed_managers=departed_entries(departed_managers),
         default_timezone=default_timezone,
     )
