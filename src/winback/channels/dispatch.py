@@ -394,6 +394,15 @@ def _row_key(row: Mapping[str, Any]) -> tuple[str, str, int]:
     return str(row["campaign_id"]), str(row["customer_id"]), int(row["step"])
 
 
+def _outcome(row: Mapping[str, Any], state: str, provider: str | None = None, message_id: str | None = None,
+             error: str | None = None):
+    """A claimed row's `Outcome`, carrying its ledger row id (recorded by id, no key lookup)."""
+    from winback.ledger import Outcome
+
+    return Outcome(*_row_key(row), state, provider, message_id, error[:500] if error is not None else None,
+                   row_id=row.get("id"))
+
+
 def _suppression_index(frame: pd.DataFrame | None) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
     if frame is None or len(frame) == 0:
         return set(), set()
@@ -435,13 +444,12 @@ async def dispatch_batch(rows: pd.DataFrame, ledger, settings: SendSettings, *,
 
     jobs = []
     for row in _records(rows):
-        campaign_id, customer_id, step = _row_key(row)
+        customer_id = str(row["customer_id"])
         channel_name = str(row["channel"])
         address = _value(row, "to_address")
         if (customer_id, channel_name) in by_customer or (
                 address and (channel_name, str(address).lower()) in by_address):
-            pending.append(Outcome(campaign_id, customer_id, step, "suppressed", error="suppressed at send time",
-                                   row_id=row.get("id")))
+            pending.append(_outcome(row, "suppressed", error="suppressed at send time"))
             summary.suppressed += 1
             finished()
             continue
@@ -450,7 +458,7 @@ async def dispatch_batch(rows: pd.DataFrame, ledger, settings: SendSettings, *,
             channel = settings.router.channel_for(channel_name)
         except RenderError as exc:  # this row's template or context is wrong: it fails alone
             reason = f"render: {exc}"
-            pending.append(Outcome(campaign_id, customer_id, step, "failed", error=reason[:500], row_id=row.get("id")))
+            pending.append(_outcome(row, "failed", error=reason))
             summary.failed["render"] += 1
             finished()
             continue
@@ -459,7 +467,7 @@ async def dispatch_batch(rows: pd.DataFrame, ledger, settings: SendSettings, *,
         except Exception as exc:  # a bad row (template, context, address) fails alone, with its reason
             text = str(exc) if isinstance(exc, WinbackError) else f"{type(exc).__name__}: {exc}"
             reason = text if ":" in text.split(" ", 1)[0] else f"render: {text}"
-            pending.append(Outcome(campaign_id, customer_id, step, "failed", error=reason[:500], row_id=row.get("id")))
+            pending.append(_outcome(row, "failed", error=reason))
             summary.failed[reason_code(reason)] += 1
             finished()
             continue
@@ -480,19 +488,16 @@ async def dispatch_batch(rows: pd.DataFrame, ledger, settings: SendSettings, *,
             if d.resent_uncertain:
                 summary.uncertain_resent += 1
             if d.state == "sent":
-                pending.append(Outcome(campaign_id, customer_id, step, "sent", provider,
-                                       d.result.provider_message_id if d.result else None, row_id=row.get("id")))
+                pending.append(_outcome(row, "sent", provider, d.result.provider_message_id if d.result else None))
                 summary.sent += 1
             elif d.state == "failed":
-                pending.append(Outcome(campaign_id, customer_id, step, "failed", provider, None, (d.reason or "")[:500],
-                                       row_id=row.get("id")))
+                pending.append(_outcome(row, "failed", provider, error=d.reason or ""))
                 summary.failed[reason_code(d.reason)] += 1
                 if d.result is not None and d.result.suppress:
                     await asyncio.to_thread(ledger.add_suppression,customer_id, str(row["channel"]), message.to, d.result.suppress,
                                             source=provider)
             elif d.state == "uncertain":
-                pending.append(Outcome(campaign_id, customer_id, step, "uncertain", provider, None,
-                                       (d.reason or "")[:500], row_id=row.get("id")))
+                pending.append(_outcome(row, "uncertain", provider, error=d.reason or ""))
                 summary.uncertain[reason_code((d.reason or "").removeprefix("uncertain: "))] += 1
             elif d.state == "released":
                 release.append((campaign_id, customer_id, step))
