@@ -69,6 +69,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from winback.errors import ConfigError, DataError
 from winback.segments.aggregate import (
+    DAY_NS,
     OrdersSource,
     _strings,
     aggregate_orders,
@@ -211,7 +212,7 @@ def segment_customers(
             # Open from shortly before the last order on: the complaint that preceded the silence,
             # however long ago that was (customers without orders: the complaint window).
             open_since = np.where(agg.n_orders > 0,
-                                  agg.last_order_at.view("int64") - params.complaint_lead_days * 86_400 * 10**9,
+                                  agg.last_order_at.view("int64") - params.complaint_lead_days * DAY_NS,
                                   window_start.value)
             complaint_open, complaints_recent = complaint_counts(
                 complaints, con, n, recent_start=window_start, end=as_of, open_since=open_since)
@@ -274,7 +275,7 @@ def segment_customers(
     # A departure dated well after the customer's last order came too late to be the reason.
     left_before_silence = manager_departed & ~(
         left_at > np.where(has, agg.last_order_at.view("int64"), as_of_ns)
-        + params.manager_lead_days * 86_400 * 10**9)
+        + params.manager_lead_days * DAY_NS)
     reason = _likely_reasons(
         stage, complaint_open, left_before_silence,
         (discount_share >= params.price_discount_share) & (n_orders >= params.price_min_orders),
