@@ -85,22 +85,22 @@ def publish_plan(campaign_id: str, plan: pd.DataFrame, **kwargs) -> None:
     )
 
 
-def dispatch_markdown(campaign_id: str, now: str, totals: dict, status: dict[str, int]) -> str:
-    """The result of one dispatch: sent, failed by reason, uncertain, suppressed, still planned."""
-    failures = totals["failed"]
-    batches = totals["batches"]
+def dispatch_markdown(campaign_id: str, now: str, summary, status: dict[str, int]) -> str:
+    """The result of one dispatch: sent, failed by reason, uncertain, suppressed, gated, still planned."""
     totals_frame = pd.DataFrame([
-        {"outcome": "sent", "messages": totals["sent"]},
-        {"outcome": "failed", "messages": sum(failures.values())},
-        {"outcome": "suppressed at send time", "messages": totals["suppressed"]},
-        {"outcome": "uncertain", "messages": totals["uncertain"]},
+        {"outcome": "sent", "messages": summary.sent},
+        {"outcome": "failed", "messages": sum(summary.failed.values())},
+        {"outcome": "suppressed at send time", "messages": summary.suppressed},
+        {"outcome": "uncertain", "messages": sum(summary.uncertain.values())},
+        {"outcome": "throttled past the deadline (deferred)", "messages": summary.throttled},
     ])
-    failures_frame = pd.DataFrame([{"reason": k, "messages": v} for k, v in failures.items()])
+    failures_frame = pd.DataFrame([{"reason": k, "messages": v} for k, v in sorted(summary.failed.items())])
+    gate_frame = pd.DataFrame([{"decision": k, "messages": v} for k, v in sorted(summary.gated.items())])
     status_frame = pd.DataFrame([{"state": k, "rows": v} for k, v in sorted(status.items())])
     return (
         f"# Dispatch of `{campaign_id}` at {now}\n\n"
-        f"{batches} batch(es) sent.\n\n"
         f"## This run\n{_table(totals_frame)}\n"
+        f"## Send-time gate (deferred or skipped at the moment of sending)\n{_table(gate_frame)}\n"
         f"## Failed by reason\n{_table(failures_frame)}\n"
         f"## Ledger state of the campaign\n{_table(status_frame)}\n"
     )

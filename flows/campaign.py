@@ -7,9 +7,17 @@ from prefect.runtime import flow_run
 
 from flows.artifacts import publish_plan
 from flows.dispatch import dispatch_flow
-from flows.tasks import load_campaign_task, load_sources_task, persist_plan_task, plan_task, segment_task
-from winback.config import ledger_url as default_ledger_url
-from winback.config import parse_timestamp, utc_now
+from flows.tasks import (
+    check_providers_task,
+    load_campaign_task,
+    load_sources_task,
+    persist_plan_task,
+    plan_task,
+    segment_task,
+)
+from winback.clock import Clock
+from winback.config import parse_timestamp
+from winback.resources import RunSettings
 
 
 def _run_name() -> str:
@@ -34,23 +42,30 @@ def campaign_flow(
 
     `world` reads a demo-data folder instead of the campaign's own sources; `now` pretends it is
     later (tests and the demo). A second run for the same campaign and date plans nothing new.
+    A bare date (as_of or now) is the end of that day in the campaign's default zone.
     """
-    now_ts = parse_timestamp(now, option="now") or utc_now()
-    as_of_ts = parse_timestamp(as_of) or now_ts
-    url = default_ledger_url(ledger_url)
     spec = load_campaign_task(campaign)
+    zone = spec.policy.default_timezone
+    clock = Clock.starting_at(parse_timestamp(now, option="now", tz=zone))
+    as_of_ts = parse_timestamp(as_of, tz=zone) or clock.now()
+    settings = RunSettings.from_env(ledger_url=ledger_url, emulator_url=emulator_url, provider_config=provider_config,
+                                    now=clock.now() if now else None)
+    if not dry_run:
+        check_providers_task(settings)
     inputs = load_sources_task(spec, world)
     segments = segment_task(inputs, as_of_ts)
-    plan = plan_task(spec, inputs, segments, as_of_ts, url)
+    plan = plan_task(spec, inputs, segments, as_of_ts, settings)
     publish_plan(spec.id, plan, budget=spec.budget, currency=spec.brand.currency,
-                 as_of=str(as_of_ts.date()), dry_run=dry_run)
+                 as_of=str(as_of_ts.tz_convert(zone).date()), dry_run=dry_run)
     summary = {"campaign_id": spec.id, "as_of": str(as_of_ts), "dry_run": dry_run,
                "audience": len(plan), "arms": plan["arm"].value_counts().to_dict()}
     if dry_run:
         return summary
-    summary["persisted"] = persist_plan_task(plan, url)
+    counts = persist_plan_task(plan, settings.model_copy(update={"now": clock.now() if now else None}))
+    summary["persisted"] = counts["new"]
+    summary["already_planned"] = counts["already_planned"]
     summary["dispatch"] = dispatch_flow(
-        campaign=campaign, now=str(now_ts), world=world, ledger_url=url, emulator_url=emulator_url,
-        provider_config=provider_config, batch_size=batch_size,
+        campaign=str(spec.source_file or campaign), now=str(clock.now()) if now else None, world=world,
+        ledger_url=ledger_url, emulator_url=emulator_url, provider_config=provider_config, batch_size=batch_size,
     )
     return summary

@@ -8,22 +8,26 @@ from prefect.runtime import flow_run
 
 from flows.artifacts import artifact_key, dispatch_markdown
 from flows.tasks import (
-    advance_cadence_task,
     campaign_lock,
     campaigns_in_ledger_task,
-    due_by_channel_task,
+    check_providers_task,
+    count_due_task,
+    ledger_status_task,
     load_campaign_task,
-    reconcile_task,
+    prepare_dispatch_task,
     send_batch_task,
 )
-from winback.config import ledger_url as default_ledger_url
-from winback.config import parse_timestamp, utc_now
+from winback.channels.dispatch import DispatchSummary
+from winback.clock import Clock
+from winback.config import parse_timestamp
+from winback.resources import RunSettings
 
 
 def _run_name() -> str:
     params = flow_run.parameters
     campaign = str(params.get("campaign") or "all campaigns").rsplit("/", 1)[-1].removesuffix(".yaml")
-    return f"dispatch {campaign} · {params.get('now') or 'now'}"
+    when = params.get("now") or flow_run.scheduled_start_time
+    return f"dispatch {campaign} · {str(when)[:16].replace('T', ' ') if when else 'now'}"
 
 
 @flow(name="winback-dispatch", flow_run_name=_run_name)
@@ -39,53 +43,56 @@ def dispatch_flow(
     uncertain_policy: str = "resend",
     lock_wait_seconds: float = 600,
 ) -> dict:
-    """For each campaign (one, or every campaign in the ledger): plan due cadence steps, reconcile
-    interrupted sends, then send what is due in batches. Meant to run every 15 minutes."""
-    now_ts = parse_timestamp(now, option="now") or utc_now()
-    url = default_ledger_url(ledger_url)
-    send = dict(emulator_url=emulator_url, provider_config=provider_config, ledger_url=url, now=now_ts,
-                concurrency=concurrency_per_batch, uncertain_policy=uncertain_policy)
+    """For each campaign (one, or every campaign in the ledger): plan due cadence steps, then run the
+    send engine batch by batch (reconcile, gate, send, record). Meant to run every 15 minutes."""
+    clock = Clock.starting_at(parse_timestamp(now, option="now"))
+
+    def settings() -> RunSettings:  # each task's resources start at the flow's current business time
+        return RunSettings.from_env(ledger_url=ledger_url, emulator_url=emulator_url, provider_config=provider_config,
+                                    now=clock.now() if now else None, concurrency=concurrency_per_batch,
+                                    uncertain_policy=uncertain_policy)
+
+    check_providers_task(settings())
     results = {}
-    for ref in [campaign] if campaign else campaigns_in_ledger_task(url):
+    for ref in [campaign] if campaign else campaigns_in_ledger_task(settings()):
         spec = load_campaign_task(ref)
         with campaign_lock(f"winback-dispatch-{spec.id}", wait_seconds=lock_wait_seconds) as held:
             if not held:
                 get_run_logger().warning("Another dispatch of %s is still running; skipped", spec.id)
                 results[spec.id] = {"skipped": "another dispatch is running"}
                 continue
-            followups = advance_cadence_task(spec, world, url, now_ts)
-            reconciled = reconcile_task(spec, **send)
-            results[spec.id] = {**_send_due(spec, batch_size, send), "followups_planned": followups,
-                                "reconciled": reconciled}
-        get_run_logger().info("Dispatched %s: %s", spec.id, results[spec.id])
+            followups, last_orders = prepare_dispatch_task(spec, world, settings())
+            summary = _send_due(spec, settings, last_orders, batch_size)
+            results[spec.id] = {**summary.to_dict(), "followups_planned": followups}
+        get_run_logger().info("Dispatched %s: %s sent, gate %s", spec.id, summary.sent, dict(summary.gated) or 0)
     return results
 
 
-def _send_due(spec, batch_size: int, send: dict) -> dict:
-    """Send every due message of one campaign in batches per channel, with a progress artifact."""
-    due = due_by_channel_task(send["ledger_url"], spec.id, send["now"])
-    progress = create_progress_artifact(0.0, key=artifact_key(spec.id, "send-progress"),
-                                        description=f"Sending {spec.id}")
-    totals = {"sent": 0, "suppressed": 0, "uncertain": 0, "failed": {}, "batches": 0}
-    done = 0
-    for channel, n_due in due.items():
-        n_batches = -(-n_due // batch_size)
-        for i in range(1, n_batches + 1):
-            batch = send_batch_task.with_options(task_run_name=f"send batch {i}/{n_batches} · {channel}")(
-                spec, channel=channel, batch_size=batch_size, **send)
-            totals["batches"] += 1
-            totals["sent"] += batch["sent"]
-            totals["suppressed"] += batch["suppressed"]
-            totals["uncertain"] += sum(batch["uncertain"].values())
-            for reason, n in batch["failed"].items():
-                totals["failed"][reason] = totals["failed"].get(reason, 0) + n
-            done += batch["messages"]
-            update_progress_artifact(progress, min(100.0, 100.0 * done / max(sum(due.values()), 1)))
-    update_progress_artifact(progress, 100.0)
-    from winback.ledger import Ledger
-
-    create_markdown_artifact(
-        dispatch_markdown(spec.id, str(send["now"]), totals, Ledger(send["ledger_url"]).status(spec.id)),
-        key=artifact_key(spec.id, "dispatch"), description=f"Dispatch result of {spec.id}",
-    )
-    return totals
+def _send_due(spec, settings, last_orders, batch_size: int) -> DispatchSummary:
+    """Run the send engine one batch per task until nothing is due; progress and result artifacts."""
+    total = count_due_task(settings(), spec.id)
+    summary = DispatchSummary()
+    progress = None
+    if total:
+        progress = create_progress_artifact(0.0, key=artifact_key(spec.id, "send-progress"),
+                                            description=f"Sending {spec.id}")
+    batches = 0
+    while True:
+        batch = DispatchSummary.from_dict(send_batch_task.with_options(task_run_name=f"send batch {batches + 1}")(
+            spec, spec.id, settings(), last_orders=last_orders, batch_size=batch_size, reconcile=batches == 0))
+        summary.merge(batch)
+        batches += 1
+        if progress is not None:
+            update_progress_artifact(progress, min(100.0, 100.0 * (summary.messages + sum(summary.gated.values()))
+                                                   / max(total, 1)))
+        if batch.messages + batch.released + batch.in_doubt + batch.throttled == 0:
+            break  # the engine found nothing more to claim
+    if progress is not None:
+        update_progress_artifact(progress, 100.0)
+    if summary.messages or summary.gated or summary.reconciled:
+        # An empty dispatch (every 15 minutes) does not overwrite the last one that did something.
+        create_markdown_artifact(
+            dispatch_markdown(spec.id, str(settings().now or "now"), summary, ledger_status_task(settings(), spec.id)),
+            key=artifact_key(spec.id, "dispatch"), description=f"Dispatch result of {spec.id}",
+        )
+    return summary

@@ -139,11 +139,24 @@ def test_quiet_hours_defer_sends_never_drop_them(prefect_harness, world_dir, led
     local = pd.to_datetime(shanghai["send_at_utc"], utc=True).dt.tz_convert("Asia/Shanghai")
     assert (local.dt.hour >= 9).all()
 
+    # 21:00 is the end of the email window (09:00–21:00, end excluded): the gate defers, never drops.
     dispatch_flow(campaign=CAMPAIGN, now="2026-11-24T21:00:00+08:00", world=str(world_dir),
+                  ledger_url=ledger_url, emulator_url=emulator.url)
+    late = _ledger(ledger_url).rows(summary["campaign_id"])
+    late_sh = late[(late["arm"] == "treatment") & (late["timezone"] == "Asia/Shanghai")]
+    assert (late_sh["state"] == "planned").all(), "a Shanghai customer was messaged at 21:00 local"
+    assert (late_sh["gate_reason"] == "quiet_hours").all()
+
+    dispatch_flow(campaign=CAMPAIGN, now="2026-11-25T17:00:00+08:00", world=str(world_dir),
                   ledger_url=ledger_url, emulator_url=emulator.url)
     after = _ledger(ledger_url).rows(summary["campaign_id"])
     step1 = after[(after["arm"] == "treatment") & (after["step"].astype(int) == 1)]
-    assert set(step1["state"]) <= {"sent", "failed", "suppressed"}
+    sh = step1[step1["timezone"] == "Asia/Shanghai"]
+    assert set(sh["state"]) <= {"sent", "failed", "suppressed"}
+    # Elsewhere it is night at 17:00 Shanghai time: still planned, due at the next local opening.
+    waiting = step1[step1["state"] == "planned"]
+    assert (pd.to_datetime(waiting["send_at_utc"], utc=True) > parse_timestamp("2026-11-25T17:00:00+08:00")).all()
+    assert len(step1) == len(_ledger(ledger_url).rows(summary["campaign_id"]).query("arm == 'treatment' and step == 1"))
     assert _sent_to_providers(ledger_url) == emulator.stats()["unique_keys"]
 
 
@@ -217,5 +230,10 @@ def test_killed_flow_run_resumes_and_sends_every_message_exactly_once(prefect_ha
         status = ledger.status(cid)
     assert stats["duplicates"] == 0
     assert stats["accepted"] >= before
-    assert status.get("sending", 0) == 0 and status.get("planned", 0) == 0
+    assert status.get("sending", 0) == 0
+    # What is still planned is night where its customer lives (New York, London): deferred by the
+    # send-time gate to their next local opening, never dropped.
+    left = ledger.rows(cid).query("state == 'planned'")
+    assert (left["gate_reason"] == "quiet_hours").all() and (left["timezone"] != "Asia/Shanghai").all()
+    assert (pd.to_datetime(left["send_at_utc"], utc=True) > parse_timestamp(MORNING)).all()
     assert stats["unique_keys"] == _sent_to_providers(ledger_url)

@@ -85,7 +85,7 @@ def test_plan_inserts_new_keys_only_and_maps_arms(ledger):
     states = dict(zip(rows["customer_id"], rows["state"], strict=True))
     assert states["c0004"] == "held_out" and states["c0000"] == "planned"
     assert ledger.status("spring") == {"planned": 6, "sending": 0, "sent": 0, "failed": 0, "suppressed": 0,
-                                       "held_out": 1, "uncertain": 0}
+                                       "held_out": 1, "uncertain": 0, "skipped": 0}
     assert ledger.campaigns() == ["spring"]
 
 
@@ -181,7 +181,7 @@ def test_status_counts_every_state(ledger):
                   claim_token=batch.attrs["claim_token"])
     ledger.mark_uncertain([("spring", "c0002", 1)], error="timeout, provider has no lookup")
     assert ledger.status() == {"planned": 1, "sending": 2, "sent": 1, "failed": 1, "suppressed": 0,
-                               "held_out": 2, "uncertain": 1}
+                               "held_out": 2, "uncertain": 1, "skipped": 0}
     assert ledger.status("nothing-here") == dict.fromkeys(ledger.status(), 0)
 
 
@@ -367,13 +367,13 @@ def test_offer_results_round_trip_and_upsert(ledger):
 
 
 def test_migrations_are_idempotent_on_reopen(ledger, url):
-    assert ledger.migrations_applied == [1]
+    assert ledger.migrations_applied == [1, 2]
     ledger.plan(plan_frame(3))
     with Ledger(url) as again:
         assert again.migrations_applied == []
         assert again.status()["planned"] == 1
         with again.engine.connect() as conn:
-            assert conn.execute(sa.text("select count(*) from schema_version")).scalar_one() == 1
+            assert conn.execute(sa.text("select count(*) from schema_version")).scalar_one() == 2
 
 
 def test_two_processes_opening_a_fresh_database_migrate_once(url):
@@ -390,7 +390,7 @@ def test_two_processes_opening_a_fresh_database_migrate_once(url):
         th.start()
     for th in threads:
         th.join(60)
-    assert sorted(opened) == [[], [1]]
+    assert sorted(opened) == [[], [1, 2]]
 
 
 def test_bad_urls_raise_ledger_errors(tmp_path):

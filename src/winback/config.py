@@ -11,9 +11,9 @@ from datetime import date, datetime
 import pandas as pd
 from pydantic import SecretStr
 
+from winback.clock import DEFAULT_TIMEZONE, SystemClock, business_time
 from winback.errors import ConfigError
 
-DEFAULT_TIMEZONE = "Asia/Shanghai"
 DEFAULT_LEDGER_PATH = ".winback/ledger.db"
 
 
@@ -72,27 +72,14 @@ def ledger_url(explicit: str | None = None) -> str:
 
 def parse_timestamp(value: str | date | datetime | pd.Timestamp | None, *, option: str = "--as-of",
                     tz: str = DEFAULT_TIMEZONE) -> pd.Timestamp | None:
-    """Parse a date or timestamp option into a UTC `pd.Timestamp`.
+    """Parse a date or timestamp option into a UTC `pd.Timestamp` (see `winback.clock.business_time`).
 
     A bare date (`2026-11-23`) means the end of that day in `tz` (everything ordered that day counts);
     a naive timestamp is read in `tz`; an aware one is converted.
     """
-    if value is None or value == "":
-        return None
-    try:
-        if isinstance(value, str) and len(value) == 10:
-            ts = pd.Timestamp(value).tz_localize(tz) + pd.Timedelta(days=1) - pd.Timedelta(microseconds=1)
-        elif isinstance(value, date) and not isinstance(value, datetime):
-            ts = pd.Timestamp(value).tz_localize(tz) + pd.Timedelta(days=1) - pd.Timedelta(microseconds=1)
-        else:
-            ts = pd.Timestamp(value)
-            if ts.tzinfo is None:
-                ts = ts.tz_localize(tz)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"cannot read {value!r} as a date or timestamp ({exc})", field=option) from None
-    return ts.tz_convert("UTC")
+    return business_time(value, option=option, tz=tz)
 
 
 def utc_now() -> pd.Timestamp:
-    """The current time in UTC; call only at the edges (CLI, flows), never inside the pure core."""
-    return pd.Timestamp.now(tz="UTC")
+    """The current time in UTC from the system clock; call only at the edges (CLI, flows)."""
+    return SystemClock().now()

@@ -17,5 +17,7 @@ OFFER_KINDS = (
 CHANNELS = ("email", "sms", "webhook", "call_task")
 MESSAGE_CHANNELS = ("email", "sms", "webhook")
 ARMS = ("treatment", "holdout", "excluded")
-LEDGER_STATES = ("planned", "sending", "sent", "failed", "suppressed", "held_out", "uncertain")
+# `skipped`: the send-time gate decided not to send (frequency cap, ordered since planned, budget),
+# with the reason in `gate_reason`.
+LEDGER_STATES = ("planned", "sending", "sent", "failed", "suppressed", "held_out", "uncertain", "skipped")
 SUPPRESSION_REASONS = ("unsubscribed", "bounced", "complained", "invalid_address")

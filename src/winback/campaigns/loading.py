@@ -130,3 +130,34 @@ def _inner_model(annotation: Any) -> Any:
         if found is not None:
             return found
     return None
+
+
+CAMPAIGNS_DIR = Path("campaigns")
+
+
+def campaign_path(ref: str, search_dir: Path = CAMPAIGNS_DIR) -> Path:
+    """A campaign given as a YAML path or as its id (looked up in `campaigns/*.yaml`)."""
+    path = Path(ref)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.exists():
+            raise ConfigError("campaign file not found", path=str(path))
+        return path
+    known = []
+    for candidate in sorted(Path(search_dir).glob("*.y*ml")):
+        try:
+            campaign_id = load_campaign(candidate).id
+        except ConfigError:
+            continue
+        if campaign_id == ref:
+            return candidate
+        known.append(campaign_id)
+    raise ConfigError(f"no campaign with id {ref!r} in {search_dir}/"
+                      + (f" (known: {', '.join(known)})" if known else ""), field="campaign")
+
+
+def find_campaign(ref: str, search_dir: Path = CAMPAIGNS_DIR) -> Campaign | None:
+    """The campaign of an id or path, or None when no campaign file defines it."""
+    try:
+        return load_campaign(campaign_path(ref, search_dir))
+    except ConfigError:
+        return None

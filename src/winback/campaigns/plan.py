@@ -20,6 +20,7 @@ from winback.offers.choice import apply_budget, choose_offers, offer_figures
 from winback.offers.coupons import check_unique_codes, generate_coupon_codes
 from winback.offers.learning import Learner
 from winback.policy.contact import apply_contact_policy, ordered_since
+from winback.policy.gate import rules_column
 from winback.policy.holdout import assign_holdout, holdout_hash
 from winback.policy.quiet_hours import local_iso, next_allowed_send_time, valid_timezones
 
@@ -27,7 +28,7 @@ PLAN_COLUMNS = [
     "campaign_id", "customer_id", "step", "arm", "reason", "channel", "to_address", "send_at_utc",
     "send_at_local", "timezone", "locale", "offer", "offer_kind", "expected_cost", "expected_net_value",
     "p_return", "template", "coupon_code", "value_tier", "lapse_stage", "likely_reason", "account_manager",
-    "context", "as_of",
+    "context", "as_of", "send_rules",
 ]
 # Beyond the contract: the audit trail behind the decision and the call-list fields.
 EXTRA_COLUMNS = ["p_base", "policy_detail", "call_history", "talking_point"]
@@ -297,13 +298,17 @@ def _finish(frame: pd.DataFrame, campaign: Campaign, *, as_of: pd.Timestamp, ste
     frame["step"] = int(step)
     frame["as_of"] = as_of
     frame["as_of"] = frame["as_of"].astype("datetime64[ns, UTC]")
+    # What the send-time gate checks when the row is claimed (quiet hours, caps, exit on return).
+    frame["send_rules"] = rules_column(campaign, frame["channel"].astype("string"),
+                                       if_not_returned=campaign.cadence[step - 1].if_not_returned
+                                       ).where(frame["arm"] != "excluded")
     out = frame[PLAN_COLUMNS + EXTRA_COLUMNS].reset_index(drop=True)
     for name in ("expected_cost", "expected_net_value", "p_return", "p_base"):
         out[name] = out[name].astype("float64")
     out["step"] = out["step"].astype("int64")
     for name in ("campaign_id", "customer_id", "arm", "reason", "channel", "to_address", "send_at_local",
                  "timezone", "locale", "offer", "offer_kind", "template", "coupon_code", "value_tier",
-                 "lapse_stage", "likely_reason", "account_manager", "context", *EXTRA_COLUMNS[1:]):
+                 "lapse_stage", "likely_reason", "account_manager", "context", "send_rules", *EXTRA_COLUMNS[1:]):
         out[name] = out[name].astype("string")
     out["send_at_utc"] = pd.to_datetime(out["send_at_utc"], utc=True).astype("datetime64[ns, UTC]")
     return out

@@ -13,9 +13,12 @@ import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import httpx
+
+if TYPE_CHECKING:
+    from winback.clock import Clock
 
 SendStatus = Literal["accepted", "retryable", "permanent"]
 LookupStatus = Literal["found", "not_found", "unknown"]
@@ -37,7 +40,11 @@ def split_key(key: str) -> tuple[str, str, int]:
 
 @dataclass(frozen=True, slots=True)
 class OutboundMessage:
-    """One rendered message ready for a provider; `key` is the ledger key and idempotency key."""
+    """One rendered message ready for a provider; `key` is the ledger key and idempotency key.
+
+    `claimed_at` is when the ledger claimed this attempt (aware UTC): lookups bound their search by it
+    rather than by the time of the lookup, which may come days after a crash.
+    """
 
     key: str
     channel: str
@@ -49,6 +56,7 @@ class OutboundMessage:
     headers: Mapping[str, str] = field(default_factory=dict)
     metadata: Mapping[str, Any] = field(default_factory=dict)
     from_name: str | None = None
+    claimed_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,10 +108,13 @@ class Channel(Protocol):
         ...
 
 
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+def parse_retry_after(value: str | None, *, now: datetime | None = None,
+                      clock: Clock | None = None) -> float | None:
     """Seconds to wait from a Retry-After header: delay-seconds or an HTTP-date (RFC 9110 §10.2.3).
 
     Returns None when absent or unreadable, 0 for a date in the past, and caps at `MAX_RETRY_AFTER_S`.
+    An HTTP-date is compared with `now`, else with `clock` (default: the system clock — the provider's
+    date is a real instant, so a run's business clock would be the wrong reference).
     """
     if value is None:
         return None
@@ -121,11 +132,36 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
             return None
         if when.tzinfo is None:  # RFC 9110 dates are GMT
             when = when.replace(tzinfo=UTC)
-        now = now or datetime.now(UTC)
+        if now is None:
+            now = (clock or _system_clock()).now_datetime()
         seconds = (when - now).total_seconds()
     if seconds != seconds:  # NaN
         return None
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
+def claimed_since(message: OutboundMessage | None, clock: Clock | None = None) -> datetime | None:
+    """The attempt's claim time (aware UTC) to bound a provider-side search by; None when there is none to trust.
+
+    A claim stamped later than the real time (`clock`, the system clock by default) was stamped by a run
+    in business time ahead of the date (`--now` in the future, as the demo's simulated days are): it is
+    no instant the provider's records can be compared with, so the search is left unbounded rather than
+    miss the message and send it twice.
+    """
+    claimed = message.claimed_at if message is not None else None
+    if claimed is None:
+        return None
+    claimed = claimed.replace(tzinfo=UTC) if claimed.tzinfo is None else claimed.astimezone(UTC)
+    if claimed > (clock or _system_clock()).now_datetime():
+        return None
+    return claimed
+
+
+def _system_clock() -> Clock:
+    # Imported here: winback.clock loads pandas, which `winback --help` should not pay for.
+    from winback.clock import SystemClock
+
+    return SystemClock()
 
 
 # Statuses after which the provider certainly did not act on the request (the gateway or the rate
@@ -133,7 +169,8 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
 _NOT_PROCESSED = {408, 425, 429, 502, 503, 504}
 
 
-def result_from_http_error(key: str, provider: str, response: httpx.Response, reason: str) -> SendResult:
+def result_from_http_error(key: str, provider: str, response: httpx.Response, reason: str, *,
+                           clock: Clock | None = None) -> SendResult:
     """Map a non-success HTTP answer to retryable (429/5xx/408) or permanent (other 4xx)."""
     status = response.status_code
     if status == 429 or status >= 500 or status in (408, 425):
@@ -142,7 +179,7 @@ def result_from_http_error(key: str, provider: str, response: httpx.Response, re
             "retryable",
             provider,
             reason=f"http_{status}: {reason}" if reason else f"http_{status}",
-            retry_after=parse_retry_after(response.headers.get("retry-after")),
+            retry_after=parse_retry_after(response.headers.get("retry-after"), clock=clock),
             ambiguous=status not in _NOT_PROCESSED,
         )
     if status in (401, 403):

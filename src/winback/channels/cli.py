@@ -8,11 +8,27 @@ from typing import Annotated
 
 import typer
 
-from winback.errors import ConfigError
+from winback.errors import ConfigError, WinbackError
+
+
+def _print_summary(title: str, summary, first_rows=()) -> None:
+    """A dispatch summary as a two-column rich table (labels printed as text, never as markup)."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from winback.channels.dispatch import summary_rows
+
+    table = Table(title=Text(title), show_header=False)
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    for label, value in [*first_rows, *summary_rows(summary)]:
+        table.add_row(Text(label), Text(value))
+    Console().print(table)
 
 
 def register(app: typer.Typer) -> None:
-    """Add `emulator` and `send` to the winback command line."""
+    """Add `emulator`, `send` and `dispatch` to the winback command line."""
 
     @app.command("emulator")
     def emulator(
@@ -68,18 +84,17 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON line.")] = False,
     ) -> None:
         """Render and send every due treatment message of a plan, exactly once (resumable)."""
+        from winback.campaigns.loading import find_campaign
         from winback.channels.dispatch import (
             DispatchSummary,
-            SendSettings,
             count_due,
             dispatch,
             dispatch_in_processes,
             run_async,
         )
-        from winback.channels.providers import Router, load_provider_config, provider_config_for_emulator
-        from winback.config import ledger_url, parse_timestamp, secret, utc_now
         from winback.ledger import Ledger
-        from winback.render import Renderer
+        from winback.policy.gate import last_order_times
+        from winback.resources import Resources, RunSettings, campaign_inputs
         from winback.sources.files import read_table
 
         if (provider_config is None) == (emulator is None):
@@ -88,45 +103,46 @@ def register(app: typer.Typer) -> None:
             raise ConfigError("must be 'resend' or 'skip'", field="--uncertain")
         if concurrency < 1 or batch_size < 1 or max_attempts < 1 or workers < 1:
             raise ConfigError("--concurrency, --batch-size, --max-attempts and --workers must be at least 1")
+        if email_provider and email_provider not in ("sendgrid", "mailgun", "smtp"):
+            raise ConfigError("must be sendgrid, mailgun or smtp", field="--email-provider")
+        if transport and transport not in ("aiohttp", "httpx"):
+            raise ConfigError("must be aiohttp or httpx", field="--transport")
         if not plan.exists():
             raise ConfigError("plan file not found", path=str(plan))
-        config = (load_provider_config(provider_config) if provider_config is not None
-                  else provider_config_for_emulator(emulator, smtp_port=smtp_port))
-        updates = {}
-        if email_provider:
-            if email_provider not in ("sendgrid", "mailgun", "smtp"):
-                raise ConfigError("must be sendgrid, mailgun or smtp", field="--email-provider")
-            updates["email"] = email_provider
-        if transport:
-            if transport not in ("aiohttp", "httpx"):
-                raise ConfigError("must be aiohttp or httpx", field="--transport")
-            updates["transport"] = transport
-        if updates:
-            config = config.model_copy(update=updates)
         frame = read_table(plan)
-        when = parse_timestamp(now, option="--now") if now else utc_now()
-        renderer = Renderer(templates, unsubscribe_mailto=config.unsubscribe_mailto)
-        unsubscribe_secret = secret("WINBACK_UNSUBSCRIBE_SECRET",
-                                    required=bool((frame.get("channel") == "email").any()) if "channel" in frame else False)
-        url = ledger_url(ledger)
-        store = Ledger(url)
+        resources = Resources(RunSettings.from_env(
+            ledger_url=ledger, provider_config=provider_config, emulator_url=emulator, smtp_port=smtp_port,
+            email_provider=email_provider, transport=transport, now=now, concurrency=concurrency,
+            max_attempts=max_attempts, uncertain_policy=uncertain))
+        wants_email = bool((frame.get("channel") == "email").any()) if "channel" in frame else False
+        # The campaign's own orders let the gate skip if_not_returned steps of customers who came back.
+        campaign_ids = sorted(frame["campaign_id"].dropna().astype(str).unique()) if "campaign_id" in frame else []
+        specs = [find_campaign(cid) for cid in campaign_ids]
+        last_orders: dict = {}
+        for spec in specs:
+            if spec is not None:
+                try:
+                    last_orders.update(last_order_times(campaign_inputs(spec).orders))
+                except WinbackError:
+                    pass  # the campaign's sources are not here: the gate checks everything else
+        campaign = specs[0] if len(specs) == 1 else None
+        url = resources.ledger_url
+        store = resources.ledger
+        when = resources.clock.now()
         show_progress = not (no_progress or as_json)
 
         def run(ledger_store, *, share: int = 1, reconcile: bool = True, max_batches: int | None = None,
                 progress=None) -> DispatchSummary:
             async def go():
-                async with Router(config) as router:
-                    settings = SendSettings.from_config(
-                        config, router=router, renderer=renderer, concurrency=concurrency, share=share,
-                        unsubscribe_secret=unsubscribe_secret, max_attempts=max_attempts,
-                        uncertain_policy=uncertain, progress=progress,
-                    )
-                    return await dispatch(ledger_store, settings, now=when, batch_size=batch_size,
-                                          stale_after_s=stale_after, reconcile=reconcile, max_batches=max_batches)
+                async with resources.sender(campaign, templates=templates, share=share, progress=progress,
+                                            require_unsubscribe_secret=wants_email) as settings:
+                    return await dispatch(ledger_store, settings, batch_size=batch_size, stale_after_s=stale_after,
+                                          reconcile=reconcile, max_batches=max_batches,
+                                          last_orders=last_orders or None)
             return run_async(go())
 
         def sender(index: int, progress) -> DispatchSummary:  # one of --workers processes
-            own = Ledger(url)
+            own = Ledger(url, clock=resources.clock)
             try:
                 return run(own, share=workers, reconcile=False, progress=progress)
             finally:
@@ -158,7 +174,7 @@ def register(app: typer.Typer) -> None:
         gc.set_threshold(max(threshold[0], 50_000), *threshold[1:])
         try:
             started = time.perf_counter()
-            inserted = store.plan(frame)  # the whole plan is persisted before the first send
+            inserted = store.plan(frame, now=when)  # the whole plan is persisted before the first send
             if not show_progress:
                 summary = send_all(None, started, inserted)
             else:
@@ -178,25 +194,78 @@ def register(app: typer.Typer) -> None:
         finally:
             gc.set_threshold(*threshold)
             gc.unfreeze()
-            store.close()
+            resources.close()
         if as_json:
             typer.echo(json.dumps(summary.to_dict(), ensure_ascii=False))
         else:
-            from rich.console import Console
-            from rich.table import Table
-
-            from winback.channels.dispatch import summary_rows
-
-            table = Table(title=f"winback send — {plan.name}", show_header=False)
-            table.add_column("what")
-            table.add_column("count", justify="right")
-            table.add_row("new rows planned", str(summary.planned_new))
-            for label, value in summary_rows(summary):
-                table.add_row(label, value)
-            Console().print(table)
+            _print_summary(f"winback send — {plan.name}", summary, [("new rows planned", str(summary.planned_new))])
         if summary.outage:
             from winback.errors import ChannelError
 
             raise ChannelError(f"provider outage, stopped: {summary.outage}; "
                                f"{summary.released} messages left planned",
                                hint="re-run `winback send` with the same plan once the provider is back")
+
+    @app.command("dispatch")
+    def dispatch_cmd(
+        campaign: Annotated[str | None, typer.Option("--campaign", help="One campaign (id or YAML); default: "
+                                                     "every campaign in the ledger.")] = None,
+        now: Annotated[str | None, typer.Option("--now", help="Pretend it is this time (a bare date: end of "
+                                                "that day in the campaign's zone).")] = None,
+        world: Annotated[Path | None, typer.Option("--world", help="Read a demo-data folder instead of the "
+                                                   "campaign's own sources.")] = None,
+        ledger: Annotated[str | None, typer.Option("--ledger", help="Ledger URL (default WINBACK_LEDGER_URL).")] = None,
+        provider_config: Annotated[Path | None, typer.Option("--provider-config", help="Provider settings YAML "
+                                                             "(default WINBACK_PROVIDER_CONFIG).")] = None,
+        emulator: Annotated[str | None, typer.Option("--emulator", help="Route every channel to this emulator "
+                                                     "URL (default WINBACK_EMULATOR_URL).")] = None,
+        batch_size: Annotated[int, typer.Option("--batch-size", help="Rows claimed per batch.")] = 2000,
+        concurrency: Annotated[int, typer.Option("--concurrency", help="Requests in flight.")] = 64,
+        as_json: Annotated[bool, typer.Option("--json", help="Print one JSON line per campaign.")] = False,
+    ) -> None:
+        """What the 15-minute deployment does, by hand: plan due cadence steps, then send what is due."""
+        from winback.campaigns.cadence import CampaignDispatch, prepare_dispatch, send_campaign
+        from winback.campaigns.loading import campaign_path, find_campaign, load_campaign
+        from winback.channels.dispatch import run_async
+        from winback.resources import Resources, RunSettings
+
+        if provider_config is not None and emulator is not None:
+            raise ConfigError("give one of --provider-config and --emulator", field="--provider-config")
+        if batch_size < 1:
+            raise ConfigError("must be at least 1", field="--batch-size")
+        spec = load_campaign(campaign_path(campaign)) if campaign else None
+        zone = spec.policy.default_timezone if spec else None
+        from winback.clock import DEFAULT_TIMEZONE, business_time
+
+        start = business_time(now, option="--now", tz=zone or DEFAULT_TIMEZONE) if now else None
+        with Resources(RunSettings.from_env(ledger_url=ledger, provider_config=provider_config, emulator_url=emulator,
+                                            now=start, concurrency=concurrency)) as resources:
+            ids = [spec.id] if spec else resources.ledger.campaigns()
+            if not ids:
+                typer.echo("Nothing to dispatch: the ledger has no campaign.", err=True)
+            failures = []
+            for cid in ids:
+                current = spec if spec is not None else find_campaign(cid)
+                result = CampaignDispatch(cid)
+                last_orders = None
+                if current is None:
+                    result.notes.append(f"no campaign file defines {cid!r} in campaigns/: no cadence steps "
+                                        "planned, no ordered-since check")
+                else:
+                    result.followups_planned, last_orders = prepare_dispatch(
+                        resources, current, world=str(world) if world else None)
+                result.summary = run_async(send_campaign(resources, current, cid, last_orders=last_orders,
+                                                         batch_size=batch_size))
+                if as_json:
+                    typer.echo(json.dumps(result.to_dict(), ensure_ascii=False, default=str))
+                else:
+                    _print_summary(f"winback dispatch — {cid}", result.summary,
+                                   [("cadence steps planned", str(result.followups_planned)),
+                                    *[("note", n) for n in result.notes]])
+                if result.summary.outage:
+                    failures.append(f"{cid}: {result.summary.outage}")
+        if failures:
+            from winback.errors import ChannelError
+
+            raise ChannelError("provider outage, stopped: " + "; ".join(failures),
+                               hint="run `winback dispatch` again once the provider is back")

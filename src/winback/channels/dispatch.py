@@ -44,6 +44,7 @@ from winback.channels.base import (
     unsubscribe_headers,
 )
 from winback.errors import ConfigError, WinbackError
+from winback.policy.gate import SendRules, throttle_deadline
 
 UncertainPolicy = Literal["resend", "skip"]
 Progress = Callable[[int], None]  # called with the number of rows just settled
@@ -83,6 +84,8 @@ class DispatchSummary:
     lookups: int = 0
     remaining_planned: int = 0
     planned_new: int = 0
+    gated: Counter = field(default_factory=Counter)  # "deferred: quiet_hours", "skipped: frequency_cap", …
+    throttled: int = 0  # throttled past their deadline: deferred, not failed
     outage: str | None = None
     seconds: float = 0.0
 
@@ -109,13 +112,15 @@ class DispatchSummary:
         self.attempts += other.attempts
         self.retries += other.retries
         self.lookups += other.lookups
+        self.gated.update(other.gated)
+        self.throttled += other.throttled
         self.outage = self.outage or other.outage
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DispatchSummary:
         """The summary `to_dict` wrote (e.g. by a sender process)."""
         fields = {k: v for k, v in data.items() if k not in ("failed_total", "msgs_per_s")}
-        for name in ("failed", "uncertain", "reconciled"):
+        for name in ("failed", "uncertain", "reconciled", "gated"):
             fields[name] = Counter(fields.get(name) or {})
         return cls(**fields)
 
@@ -127,7 +132,7 @@ class DispatchSummary:
             "uncertain_resent": self.uncertain_resent, "released": self.released, "in_doubt": self.in_doubt,
             "reconciled": dict(self.reconciled), "attempts": self.attempts, "retries": self.retries,
             "lookups": self.lookups, "remaining_planned": self.remaining_planned, "planned_new": self.planned_new,
-            "outage": self.outage, "seconds": round(self.seconds, 3), "msgs_per_s": round(self.msgs_per_s, 1),
+            "gated": dict(self.gated), "throttled": self.throttled, "outage": self.outage, "seconds": round(self.seconds, 3), "msgs_per_s": round(self.msgs_per_s, 1),
         }
 
 
@@ -186,6 +191,7 @@ class SendSettings:
     flush_every: int = 500
     seed: int | None = None
     progress: Progress | None = None
+    clock: Any = None  # winback.clock.Clock; the system clock when None
 
     @classmethod
     def from_config(cls, config, *, router, renderer, concurrency: int = 32, share: int = 1,
@@ -210,6 +216,10 @@ class SendSettings:
             raise ConfigError(f"uncertain policy must be 'resend' or 'skip', got {self.uncertain_policy!r}")
         if self.concurrency < 1 or self.max_attempts < 1:
             raise ConfigError("concurrency and max_attempts must be at least 1")
+        if self.clock is None:
+            from winback.clock import SystemClock
+
+            self.clock = SystemClock()
         self.rng = random.Random(self.seed)
         self.breaker = CircuitBreaker(self.outage_after)
         self._limiters: dict[str, Any] = {}
@@ -306,7 +316,7 @@ def build_message(row: Mapping[str, Any], settings: SendSettings) -> OutboundMes
 
 @dataclass
 class _Delivery:
-    state: str  # sent | failed | uncertain | released | in_doubt
+    state: str  # sent | failed | uncertain | released | in_doubt | deferred (throttled past its deadline)
     result: SendResult | None = None
     reason: str | None = None
     attempts: int = 0
@@ -328,8 +338,20 @@ async def _lookup(channel: Channel, message: OutboundMessage, settings: SendSett
         return await channel.lookup(message.key, message)
 
 
-async def deliver(channel: Channel, message: OutboundMessage, settings: SendSettings) -> _Delivery:
-    """Send one message until it is accepted, refused, given up on, or the provider is down."""
+def _throttled(result: SendResult) -> bool:
+    """The provider asked us to slow down (429, or a Retry-After on a request it surely did not process)."""
+    return result.status == "retryable" and not result.ambiguous and (
+        (result.reason or "").startswith("http_429") or result.retry_after is not None)
+
+
+async def deliver(channel: Channel, message: OutboundMessage, settings: SendSettings,
+                  deadline: pd.Timestamp | None = None) -> _Delivery:
+    """Send one message until it is accepted, refused, given up on, or the provider is down.
+
+    A throttled message (429 / Retry-After) is not failed after `max_attempts`: it keeps waiting as
+    the provider asks until `deadline` (the campaign's, by default the end of that day's send window,
+    on the run's clock), and is then deferred — back to `planned` for a later run.
+    """
     provider = channel.name
     attempts = lookups = 0
     resent_uncertain = False
@@ -349,7 +371,8 @@ async def deliver(channel: Channel, message: OutboundMessage, settings: SendSett
         if result.status == "permanent":
             settings.breaker.success(provider)  # the provider answered: it is up
             return _Delivery("failed", result, result.reason, attempts, lookups, resent_uncertain)
-        settings.breaker.failure(provider, result.reason)
+        if not _throttled(result):  # a 429 says the provider is up and busy, not down
+            settings.breaker.failure(provider, result.reason)
         if result.ambiguous:
             lookups += 1
             if "Timeout" in (result.reason or "") and settings.lookup_settle_s > 0:
@@ -367,6 +390,13 @@ async def deliver(channel: Channel, message: OutboundMessage, settings: SendSett
             else:
                 last = SendResult(message.key, "retryable", provider, reason=result.reason,
                                   retry_after=result.retry_after)  # proven not received
+        delay = settings.backoff.delay(attempts, result.retry_after, settings.rng)
+        if _throttled(result) and deadline is not None:
+            if settings.clock.now() + pd.Timedelta(seconds=delay) >= deadline:
+                return _Delivery("deferred", result, f"throttled: {result.reason}", attempts, lookups)
+            if not settings.breaker.is_open(provider):
+                await asyncio.sleep(delay)
+            continue
         if attempts >= settings.max_attempts:
             if last.ambiguous:
                 return _Delivery("uncertain", last, f"uncertain: gave up after {attempts} attempts ({last.reason})",
@@ -375,12 +405,13 @@ async def deliver(channel: Channel, message: OutboundMessage, settings: SendSett
                              resent_uncertain)
         if settings.breaker.is_open(provider):
             continue
-        await asyncio.sleep(settings.backoff.delay(attempts, result.retry_after, settings.rng))
+        await asyncio.sleep(delay)
 
 
 # The ledger columns `build_message` and the suppression check read (a claimed batch carries ~25).
 _MESSAGE_COLUMNS = ("id", "campaign_id", "customer_id", "step", "channel", "to_address", "template", "locale",
-                    "context", "account_manager", "value_tier", "likely_reason", "offer", "coupon_code", "send_at_local")
+                    "context", "account_manager", "value_tier", "likely_reason", "offer", "coupon_code", "send_at_local",
+                    "send_rules", "timezone", "claimed_at")
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -412,6 +443,9 @@ def _suppression_index(frame: pd.DataFrame | None) -> tuple[set[tuple[str, str]]
     return by_customer, by_address
 
 
+THROTTLE_RETRY_MINUTES = 15  # a message throttled past its deadline is due again this much later
+
+
 async def dispatch_batch(rows: pd.DataFrame, ledger, settings: SendSettings, *,
                          suppressions: pd.DataFrame | None = None, claim_token: str | None = None) -> DispatchSummary:
     """Send one claimed batch (rows in `sending`) and record every outcome; returns the batch summary."""
@@ -427,6 +461,7 @@ async def dispatch_batch(rows: pd.DataFrame, ledger, settings: SendSettings, *,
     by_customer, by_address = _suppression_index(suppressions)
     pending: list[Outcome] = []
     release: list[tuple[str, str, int]] = []
+    deferred: list[tuple[str, str, int]] = []
     done = 0
 
     async def flush() -> None:
@@ -434,7 +469,7 @@ async def dispatch_batch(rows: pd.DataFrame, ledger, settings: SendSettings, *,
         if pending:
             chunk = list(pending)
             pending.clear()
-            await asyncio.to_thread(ledger.record, chunk, claim_token=claim_token)
+            await asyncio.to_thread(ledger.record, chunk, claim_token=claim_token, now=settings.clock.now())
 
     def finished(n: int = 1) -> None:
         nonlocal done
@@ -473,8 +508,12 @@ async def dispatch_batch(rows: pd.DataFrame, ledger, settings: SendSettings, *,
             continue
         jobs.append((row, channel, message))
 
+    now = settings.clock.now()
+
     async def run(row, channel, message):
-        return row, message, await deliver(channel, message, settings)
+        rules = SendRules.parse(_value(row, "send_rules"))
+        deadline = throttle_deadline(rules, _value(row, "timezone"), now)
+        return row, message, await deliver(channel, message, settings, deadline)
 
     tasks = [asyncio.ensure_future(run(*job)) for job in jobs]
     try:
@@ -494,14 +533,17 @@ async def dispatch_batch(rows: pd.DataFrame, ledger, settings: SendSettings, *,
                 pending.append(_outcome(row, "failed", provider, error=d.reason or ""))
                 summary.failed[reason_code(d.reason)] += 1
                 if d.result is not None and d.result.suppress:
-                    await asyncio.to_thread(ledger.add_suppression,customer_id, str(row["channel"]), message.to, d.result.suppress,
-                                            source=provider)
+                    await asyncio.to_thread(ledger.add_suppression, customer_id, str(row["channel"]), message.to,
+                                            d.result.suppress, source=provider, now=settings.clock.now())
             elif d.state == "uncertain":
                 pending.append(_outcome(row, "uncertain", provider, error=d.reason or ""))
                 summary.uncertain[reason_code((d.reason or "").removeprefix("uncertain: "))] += 1
             elif d.state == "released":
                 release.append((campaign_id, customer_id, step))
                 summary.released += 1
+            elif d.state == "deferred":
+                deferred.append((campaign_id, customer_id, step))
+                summary.throttled += 1
             else:  # in_doubt: stays `sending`; the next run's reconciliation settles it by lookup
                 summary.in_doubt += 1
             finished()
@@ -512,7 +554,12 @@ async def dispatch_batch(rows: pd.DataFrame, ledger, settings: SendSettings, *,
             t.cancel()
         await flush()
         if release:
-            await asyncio.to_thread(ledger.release, release)
+            await asyncio.to_thread(ledger.release, release, now=settings.clock.now())
+        if deferred:
+            # Not due again at once (the provider asked us to wait); the gate moves it into a window.
+            later = settings.clock.now() + pd.Timedelta(minutes=THROTTLE_RETRY_MINUTES)
+            await asyncio.to_thread(ledger.defer, deferred, until=later, reason="throttled",
+                                    now=settings.clock.now())
     if settings.breaker.open_reason:
         summary.outage = "; ".join(settings.breaker.open_reason.values())
     return summary
@@ -533,10 +580,10 @@ async def reconcile_in_flight(ledger, settings: SendSettings, *, campaign_id: st
     if len(rows) == 0:
         return summary
     # Rows claimed moments ago (a sender killed just now): its last requests may still sit in the
-    # provider's queue, so wait out `lookup_settle_s` from the newest claim (real clock) first.
+    # provider's queue, so wait out `lookup_settle_s` from the newest claim (the run's clock) first.
     newest = pd.to_datetime(rows["claimed_at"], utc=True).max() if "claimed_at" in rows else pd.NaT
     if settings.lookup_settle_s > 0 and not pd.isna(newest):
-        age = (pd.Timestamp.now(tz="UTC") - newest).total_seconds()
+        age = (settings.clock.now() - newest).total_seconds()
         if 0 <= age < settings.lookup_settle_s:
             await _settle(settings.lookup_settle_s - age)
     sent, release, uncertain = [], [], []
@@ -570,34 +617,44 @@ async def reconcile_in_flight(ledger, settings: SendSettings, *, campaign_id: st
         else:
             uncertain.append(key)
             summary.uncertain[reason_code(found.reason)] += 1
+    when = settings.clock.now()
     if sent:
-        ledger.record(sent)
+        ledger.record(sent, now=when)
         summary.sent += len(sent)
     if release:
-        ledger.release(release)
+        ledger.release(release, now=when)
     if uncertain:
-        ledger.mark_uncertain(uncertain, error="uncertain: provider cannot tell whether it was sent")
+        ledger.mark_uncertain(uncertain, error="uncertain: provider cannot tell whether it was sent", now=when)
     return summary
 
 
-async def dispatch(ledger, settings: SendSettings, *, now: Any, plan: pd.DataFrame | None = None,
+async def dispatch(ledger, settings: SendSettings, *, now: Any | None = None, plan: pd.DataFrame | None = None,
                    campaign_id: str | None = None, batch_size: int = 500, stale_after_s: float = 0.0,
-                   max_batches: int | None = None, reconcile: bool = True) -> DispatchSummary:
-    """Persist the plan, reconcile in-flight rows, then claim and send every due row; return the summary.
+                   max_batches: int | None = None, reconcile: bool = True,
+                   last_orders: Mapping[str, Any] | None = None) -> DispatchSummary:
+    """The send engine: persist the plan, reconcile in-flight rows, then claim (through the send-time
+    gate) and send every due row; return the summary. `winback send`, `winback dispatch` and the
+    Prefect dispatch flow all run this.
 
-    `stale_after_s`: only rows claimed at least this long before `now` are treated as abandoned by a
+    Time comes from `settings.clock`; `now` starts a clock at that instant instead (tests, `--now`).
+    `last_orders` (each customer's latest order, from the campaign's sources) lets the gate skip
+    if_not_returned steps of customers who ordered since the step was decided.
+    `stale_after_s`: only rows claimed at least this long before now are treated as abandoned by a
     crashed run (0 = every row in `sending`; use a positive value when another sender may be running).
     `reconcile=False` skips step 2: for the sender processes of `dispatch_in_processes`, whose
     parent reconciled once before starting them (each other's `sending` rows are not abandoned).
     """
+    from winback.clock import Clock
+
+    if now is not None:
+        settings.clock = Clock.starting_at(now)
+    clock = settings.clock
     started = time.perf_counter()
     summary = DispatchSummary()
     if plan is not None:
-        summary.planned_new = ledger.plan(plan)
-    now_ts = pd.Timestamp(now)
-    now_ts = now_ts.tz_localize("UTC") if now_ts.tzinfo is None else now_ts.tz_convert("UTC")
-    claimed_before = now_ts - pd.Timedelta(seconds=stale_after_s) if stale_after_s > 0 else None
+        summary.planned_new = ledger.plan(plan, now=clock.now())
     if reconcile:
+        claimed_before = clock.now() - pd.Timedelta(seconds=stale_after_s) if stale_after_s > 0 else None
         summary.merge(await reconcile_in_flight(ledger, settings, campaign_id=campaign_id,
                                                 claimed_before=claimed_before))
     # Two batches overlap: the next is claimed (and queues on the shared semaphore) while the tail
@@ -614,7 +671,7 @@ async def dispatch(ledger, settings: SendSettings, *, now: Any, plan: pd.DataFra
             try:
                 summary.merge(task.result())
             except ConfigError:
-                await asyncio.to_thread(ledger.release, rows)
+                await asyncio.to_thread(ledger.release, rows, now=clock.now())
                 raise
 
     try:
@@ -625,8 +682,13 @@ async def dispatch(ledger, settings: SendSettings, *, now: Any, plan: pd.DataFra
                 await settle(done)
                 continue
             suppressions = await asyncio.to_thread(ledger.suppressions)
-            rows = await asyncio.to_thread(ledger.claim, campaign_id, now=now_ts, limit=batch_size)
+            rows = await asyncio.to_thread(ledger.claim, campaign_id, now=clock.now(), limit=batch_size,
+                                           last_orders=last_orders)
+            gated = rows.attrs.get("gate") or Counter()
+            summary.gated.update(gated)
             if len(rows) == 0:
+                if sum(gated.values()):
+                    continue  # the gate deferred or skipped the whole batch: claim the next one
                 break
             batches += 1
             task = asyncio.create_task(dispatch_batch(rows, ledger, settings, suppressions=suppressions))
@@ -752,14 +814,8 @@ def run_async(coro):
 
 
 def count_due(ledger, *, now: Any, campaign_id: str | None = None) -> int:
-    """Rows in `planned` whose send time has come (for a progress bar's total)."""
-    rows = ledger.rows(campaign_id)
-    if len(rows) == 0:
-        return 0
-    now_ts = pd.Timestamp(now)
-    now_ts = now_ts.tz_localize("UTC") if now_ts.tzinfo is None else now_ts.tz_convert("UTC")
-    due = (rows["state"] == "planned") & (pd.to_datetime(rows["send_at_utc"], utc=True) <= now_ts)
-    return int(due.sum())
+    """Rows in `planned` whose send time has come (for a progress bar's total): the ledger's due rule."""
+    return int(ledger.count_due(campaign_id, now=now))
 
 
 def summary_rows(summary: DispatchSummary) -> Sequence[tuple[str, str]]:
@@ -774,6 +830,10 @@ def summary_rows(summary: DispatchSummary) -> Sequence[tuple[str, str]]:
         out.append(("uncertain, resent (policy resend)", str(summary.uncertain_resent)))
     for status, n in sorted(summary.reconciled.items()):
         out.append((f"reconciled in-flight: {status}", str(n)))
+    for reason, n in sorted(summary.gated.items()):
+        out.append((f"send-time gate, {reason}", str(n)))
+    if summary.throttled:
+        out.append(("throttled past the deadline: deferred", str(summary.throttled)))
     if summary.released:
         out.append(("released to planned (outage)", str(summary.released)))
     if summary.in_doubt:

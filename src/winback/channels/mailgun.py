@@ -5,15 +5,26 @@ HTTP basic auth `api:<key>`, form fields `from`, `to`, `subject`, `text`, `html`
 extra MIME headers and `v:<name>` for custom variables (echoed in events and webhooks as
 `user-variables`). Success is `200` with JSON `{"id": "<…@domain>", "message": "Queued. Thank you."}`.
 
-Lookup: the Events API, `GET /v3/{domain}/events?user-variables={"winback_key": "…"}&event=accepted`
-(documentation.mailgun.com, events: filter fields), answering `{"items": [{"event", "message":
-{"headers": {"message-id"}}, "user-variables": {…}}], "paging": {…}}`.
+Lookup: the Events API as documented (documentation.mailgun.com, api-reference send/mailgun/events,
+"Retrieves a paginated list of events"): `GET /v3/{domain}/events` with a time range — `begin` (epoch
+seconds or an RFC 2822 date) and `ascending=yes` — and the documented filter fields `event=accepted` and
+`recipient=<address>`. Custom variables are not a filter field, so our key (sent as `v:winback_key`,
+echoed in each event's `user-variables`) is matched on our side. The answer is `{"items": [{"event",
+"timestamp", "recipient", "message": {"headers": {"message-id"}}, "user-variables": {…}}], "paging":
+{"next", "previous", "first", "last"}}`; the whole range is read by following `paging.next` until an
+empty page (Mailgun always returns a next URL), for a bounded number of pages.
+
+`begin` is the attempt's claim time less `LOOKUP_BEGIN_MARGIN` (clock skew between us and Mailgun).
+Without a claim time the search runs from now back through the retention period (`ascending=no`, no
+`begin` — the documented default range for a descending search).
 """
 
 from __future__ import annotations
 
-import json
+import email.utils
 from collections.abc import Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import httpx
 from pydantic import SecretStr
@@ -22,13 +33,20 @@ from winback.channels.base import (
     LookupResult,
     OutboundMessage,
     SendResult,
+    claimed_since,
     error_text,
     format_address,
     result_from_http_error,
     result_from_transport_error,
 )
 
+if TYPE_CHECKING:
+    from winback.clock import Clock
+
 DEFAULT_BASE_URL = "https://api.mailgun.net"
+LOOKUP_BEGIN_MARGIN = timedelta(minutes=15)
+LOOKUP_PAGE_LIMIT = 300  # the API's maximum
+LOOKUP_MAX_PAGES = 5
 
 
 class MailgunChannel:
@@ -37,8 +55,9 @@ class MailgunChannel:
     name = "mailgun"
 
     def __init__(self, client: httpx.AsyncClient, api_key: SecretStr, domain: str, *,
-                 base_url: str = DEFAULT_BASE_URL, timeout: float = 10.0) -> None:
+                 base_url: str = DEFAULT_BASE_URL, timeout: float = 10.0, clock: Clock | None = None) -> None:
         self._client = client
+        self._clock = clock  # the real time, to tell a claim in business time from one in real time
         self._api_key = api_key
         self.domain = domain
         self.base_url = base_url.rstrip("/")
@@ -89,23 +108,48 @@ class MailgunChannel:
         """Send each message as its own Messages API request."""
         return [await self._send_one(m) for m in messages]
 
+    @property
+    def _events_url(self) -> str:
+        return f"{self.base_url}/v3/{self.domain}/events"
+
+    def lookup_params(self, message: OutboundMessage | None) -> dict[str, str | int]:
+        """The Events API query for one lookup: time range, `event=accepted`, and the recipient when known."""
+        params: dict[str, str | int] = {"event": "accepted", "limit": LOOKUP_PAGE_LIMIT}
+        if message is not None and message.to:
+            params["recipient"] = email.utils.parseaddr(message.to)[1] or message.to
+        claimed = claimed_since(message, self._clock)
+        if claimed is not None:
+            params["begin"] = int((claimed - LOOKUP_BEGIN_MARGIN).timestamp())
+            params["ascending"] = "yes"
+        else:
+            params["ascending"] = "no"
+        return params
+
     async def lookup(self, key: str, message: OutboundMessage | None = None) -> LookupResult:
-        """Find an `accepted` event whose user-variables carry our key."""
-        params = {"user-variables": json.dumps({"winback_key": key}), "event": "accepted", "limit": 10}
-        try:
-            response = await self._client.get(
-                f"{self.base_url}/v3/{self.domain}/events", params=params, auth=self._auth(), timeout=self.timeout,
-            )
-        except httpx.HTTPError as exc:
-            return LookupResult(key, "unknown", reason=f"transport: {type(exc).__name__}")
-        if response.status_code != 200:
-            return LookupResult(key, "unknown", reason=f"http_{response.status_code}")
-        try:
-            items = response.json().get("items", [])
-        except (ValueError, AttributeError):
-            return LookupResult(key, "unknown", reason="unreadable events answer")
-        for item in items:
-            if (item.get("user-variables") or {}).get("winback_key") == key:
-                message_id = ((item.get("message") or {}).get("headers") or {}).get("message-id")
-                return LookupResult(key, "found", provider_message_id=message_id)
-        return LookupResult(key, "not_found")
+        """Find an `accepted` event for the recipient since the claim whose user-variables carry our key."""
+        url = self._events_url
+        params: dict[str, str | int] | None = self.lookup_params(message)
+        for _ in range(LOOKUP_MAX_PAGES):
+            try:
+                response = await self._client.get(url, params=params, auth=self._auth(), timeout=self.timeout)
+            except httpx.HTTPError as exc:
+                return LookupResult(key, "unknown", reason=f"transport: {type(exc).__name__}")
+            if response.status_code != 200:
+                return LookupResult(key, "unknown", reason=f"http_{response.status_code}")
+            try:
+                page = response.json()
+                items = page.get("items") or []
+                next_url = (page.get("paging") or {}).get("next")
+            except (ValueError, AttributeError):
+                return LookupResult(key, "unknown", reason="unreadable events answer")
+            for item in items:
+                if (item.get("user-variables") or {}).get("winback_key") == key:
+                    message_id = ((item.get("message") or {}).get("headers") or {}).get("message-id")
+                    return LookupResult(key, "found", provider_message_id=message_id)
+            if not items or not next_url:  # an empty page ends the range
+                return LookupResult(key, "not_found")
+            # The next URL carries the query; it must stay on our base URL (it gets our API key).
+            if not str(next_url).startswith(self._events_url + "/"):
+                return LookupResult(key, "unknown", reason="paging.next points elsewhere")
+            url, params = str(next_url), None  # None, not {}: httpx would drop the URL's own query
+        return LookupResult(key, "unknown", reason=f"no match in the first {LOOKUP_MAX_PAGES} pages of events")

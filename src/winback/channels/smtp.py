@@ -2,7 +2,9 @@
 
 Each message gets a deterministic `Message-ID` derived from the ledger key (so a receiving system
 and the emulator can find it again), an `X-Winback-Key` header, and the RFC 2369 / RFC 8058
-List-Unsubscribe headers passed in by the engine. SMTP reply codes map as RFC 5321 §4.2.1 says:
+List-Unsubscribe headers passed in by the engine — written as plain ASCII, folded only between their
+`<…>` entries: the mail library's default folding turns a long value into RFC 2047 encoded words
+(`=?utf-8?q?=3Chttps…`), which List-Unsubscribe parsers and one-click senders do not decode. SMTP reply codes map as RFC 5321 §4.2.1 says:
 4yz transient (retry), 5yz permanent; 550/551/553 on RCPT mean the address does not exist.
 SMTP has no way to ask a server whether it already has a message, so lookup is `unknown` unless a
 lookup URL is configured (the emulator offers one).
@@ -10,11 +12,17 @@ lookup URL is configured (the emulator offers one).
 
 from __future__ import annotations
 
+import email.policy
 import hashlib
+import re
+import sys
 import urllib.parse
 from collections.abc import Sequence
+from datetime import UTC
+from email.headerregistry import HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage
-from email.utils import formatdate
+from email.utils import format_datetime
+from typing import TYPE_CHECKING
 
 import aiosmtplib
 import httpx
@@ -22,7 +30,45 @@ from pydantic import SecretStr
 
 from winback.channels.base import LookupResult, OutboundMessage, SendResult, format_address
 
+if TYPE_CHECKING:
+    from winback.clock import Clock
+
 _INVALID_RCPT = {550, 551, 553}
+_BETWEEN_ENTRIES = re.compile(r"(?<=>)\s*,\s*(?=<)")
+
+
+class UriListHeader(UnstructuredHeader):
+    """An ASCII header made of `<…>` entries (RFC 2369 List-*): folded only after the commas between
+    entries, never encoded. A line may then exceed 78 characters (an entry is never split); RFC 5322's
+    hard limit is 998.
+    """
+
+    def fold(self, *, policy) -> str:
+        value = str(self)
+        if not value.isascii():  # not ours to write raw; the library's encoded form is then the only option
+            return super().fold(policy=policy)
+        maxlen = policy.max_line_length or sys.maxsize
+        entries = _BETWEEN_ENTRIES.split(" ".join(value.split()))
+        lines, line = [], f"{self.name}: {entries[0]}"
+        for entry in entries[1:]:
+            if len(line) + 2 + len(entry) <= maxlen:
+                line = f"{line}, {entry}"
+            else:
+                lines.append(f"{line},")
+                line = f" {entry}"
+        lines.append(line)
+        return policy.linesep.join(lines) + policy.linesep
+
+
+def _policy() -> email.policy.EmailPolicy:
+    registry = HeaderRegistry()
+    for name in ("list-unsubscribe", "list-unsubscribe-post"):
+        registry.map_to_type(name, UriListHeader)
+    return email.policy.default.clone(header_factory=registry)
+
+
+# The header objects made by this policy fold themselves, whatever policy the SMTP client flattens with.
+MAIL_POLICY = _policy()
 
 
 def message_id_for(key: str, domain: str) -> str:
@@ -38,7 +84,13 @@ class SmtpChannel:
     def __init__(self, host: str, port: int = 587, *, username: str | None = None,
                  password: SecretStr | None = None, start_tls: bool | None = None, use_tls: bool = False,
                  timeout: float = 30.0, message_id_domain: str = "winback.local",
-                 lookup_url: str | None = None, client: httpx.AsyncClient | None = None) -> None:
+                 lookup_url: str | None = None, client: httpx.AsyncClient | None = None,
+                 clock: Clock | None = None) -> None:
+        if clock is None:
+            from winback.clock import SystemClock
+
+            clock = SystemClock()
+        self._clock = clock  # for the Date header: the real time
         self.host = host
         self.port = port
         self.username = username
@@ -55,11 +107,11 @@ class SmtpChannel:
 
     def mime(self, message: OutboundMessage) -> EmailMessage:
         """The MIME message (text and HTML alternatives) for one outbound message."""
-        mail = EmailMessage()
+        mail = EmailMessage(policy=MAIL_POLICY)
         mail["From"] = format_address(message.from_, message.from_name)
         mail["To"] = message.to
         mail["Subject"] = message.subject or ""
-        mail["Date"] = formatdate(localtime=False, usegmt=True)
+        mail["Date"] = format_datetime(self._clock.now_datetime().astimezone(UTC), usegmt=True)
         mail["Message-ID"] = message_id_for(message.key, self.message_id_domain)
         mail["X-Winback-Key"] = message.key
         for name, value in message.headers.items():

@@ -7,16 +7,20 @@ fields `To` (E.164), `From` or `MessagingServiceSid`, `Body`, optional `StatusCa
 "more_info", "status"}`: 21610 = the recipient replied STOP (unsubscribed; suppress), 21211 / 21614 =
 not a valid / not a mobile number (invalid address), 20429 or HTTP 429 = too many requests (retry).
 
-Twilio has no idempotency key and no search by custom metadata, so lookup lists the account's
-messages `To` the recipient sent since the day of the attempt (`DateSent>=`) and matches the exact
-body; without the re-rendered message the answer is `unknown`.
+Twilio has no idempotency key and no search by custom metadata, so lookup reads the Message list
+(`GET …/Messages.json?To=…&DateSent>=YYYY-MM-DD&PageSize=…`, newest first, `next_page_uri` for the
+next page) and matches the recipient and the exact body; without the re-rendered message the answer
+is `unknown`. The `DateSent>=` bound is the GMT date of the attempt's claim minus one day (Twilio
+filters by date only; the day before absorbs clock skew around midnight) — never the day of the
+lookup, which may come days after a crash. Without a claim time the list is not filtered by date.
 """
 
 from __future__ import annotations
 
 import urllib.parse
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import httpx
 from pydantic import SecretStr
@@ -25,10 +29,14 @@ from winback.channels.base import (
     LookupResult,
     OutboundMessage,
     SendResult,
+    claimed_since,
     parse_retry_after,
     result_from_http_error,
     result_from_transport_error,
 )
+
+if TYPE_CHECKING:
+    from winback.clock import Clock
 
 DEFAULT_BASE_URL = "https://api.twilio.com"
 
@@ -41,6 +49,8 @@ PERMANENT_CODES = {
     21408: (None, "permission to send to this region is not enabled"),
 }
 
+LOOKUP_PAGE_SIZE = 100
+LOOKUP_MAX_PAGES = 5  # 500 messages to one number since the claim: more than that, the answer is `unknown`
 
 
 class TwilioChannel:
@@ -51,8 +61,9 @@ class TwilioChannel:
     def __init__(self, client: httpx.AsyncClient, account_sid: str, auth_token: SecretStr, *,
                  from_number: str | None = None, messaging_service_sid: str | None = None,
                  status_callback: str | None = None, base_url: str = DEFAULT_BASE_URL,
-                 timeout: float = 10.0) -> None:
+                 timeout: float = 10.0, clock: Clock | None = None) -> None:
         self._client = client
+        self._clock = clock  # the real time, to tell a claim in business time from one in real time
         self.account_sid = account_sid
         self._auth_token = auth_token
         self.from_number = from_number
@@ -115,26 +126,48 @@ class TwilioChannel:
         """Send each SMS as its own request."""
         return [await self._send_one(m) for m in messages]
 
+    def lookup_params(self, message: OutboundMessage) -> dict[str, str | int]:
+        """The Message-list filters for one lookup: `To`, `DateSent>` (sent as `DateSent%3E=<day>`, i.e.
+        `DateSent>=<day>`, the key twilio-python uses for date_sent_after) and `PageSize`."""
+        params: dict[str, str | int] = {"To": message.to, "PageSize": LOOKUP_PAGE_SIZE}
+        claimed = claimed_since(message, self._clock)
+        if claimed is not None:
+            params["DateSent>"] = (claimed - timedelta(days=1)).date().isoformat()
+        return params
+
     async def lookup(self, key: str, message: OutboundMessage | None = None) -> LookupResult:
-        """Match a message to the same number with the same body sent since yesterday (UTC)."""
+        """Match a message to the same number with the same body, sent since the day before the attempt's claim."""
         if message is None:
             return LookupResult(key, "unknown", reason="twilio cannot search by our key without the message")
-        since = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
-        params = {"To": message.to, "DateSent>": since, "PageSize": 100}
-        try:
-            response = await self._client.get(self._messages_url, params=params, auth=self._auth(),
-                                              timeout=self.timeout)
-        except httpx.HTTPError as exc:
-            return LookupResult(key, "unknown", reason=f"transport: {type(exc).__name__}")
-        if response.status_code != 200:
-            return LookupResult(key, "unknown", reason=f"http_{response.status_code}")
-        try:
-            items = response.json().get("messages", [])
-        except (ValueError, AttributeError):
-            return LookupResult(key, "unknown", reason="unreadable messages answer")
-        for item in items:
-            if item.get("to") == message.to and item.get("body") == (message.text or ""):
-                return LookupResult(key, "found", provider_message_id=item.get("sid"))
-        if len(items) >= 100:  # more pages than we read: cannot say it is absent
-            return LookupResult(key, "unknown", reason="too many messages to that number to be sure")
-        return LookupResult(key, "not_found")
+        url = self._messages_url
+        params: dict[str, str | int] | None = self.lookup_params(message)
+        for _ in range(LOOKUP_MAX_PAGES):
+            try:
+                response = await self._client.get(url, params=params, auth=self._auth(), timeout=self.timeout)
+            except httpx.HTTPError as exc:
+                return LookupResult(key, "unknown", reason=f"transport: {type(exc).__name__}")
+            if response.status_code != 200:
+                return LookupResult(key, "unknown", reason=f"http_{response.status_code}")
+            try:
+                page = response.json()
+                items = page.get("messages") or []
+                next_uri = page.get("next_page_uri")
+            except (ValueError, AttributeError):
+                return LookupResult(key, "unknown", reason="unreadable messages answer")
+            for item in items:
+                if item.get("to") == message.to and item.get("body") == (message.text or ""):
+                    return LookupResult(key, "found", provider_message_id=item.get("sid"))
+            if not next_uri:
+                return LookupResult(key, "not_found")
+            # Twilio's next_page_uri is a path on the same host carrying every filter and a PageToken.
+            next_url = self._same_host(str(next_uri))
+            if next_url is None:
+                return LookupResult(key, "unknown", reason="next_page_uri points elsewhere")
+            url, params = next_url, None
+        return LookupResult(key, "unknown", reason="too many messages to that number to be sure")
+
+    def _same_host(self, uri: str) -> str | None:
+        """`next_page_uri` as an absolute URL on our base URL; None if it names another host (our auth stays home)."""
+        if uri.startswith("/") and not uri.startswith("//"):
+            return self.base_url + uri
+        return uri if uri.startswith(self.base_url + "/") else None

@@ -16,9 +16,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import time
 import urllib.parse
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import httpx
 from pydantic import SecretStr
@@ -31,6 +31,9 @@ from winback.channels.base import (
     result_from_http_error,
     result_from_transport_error,
 )
+
+if TYPE_CHECKING:
+    from winback.clock import Clock
 
 SIGNATURE_HEADER = "X-Winback-Signature"
 TIMESTAMP_HEADER = "X-Winback-Timestamp"
@@ -52,8 +55,15 @@ class WebhookChannel:
     """JSON POSTs to a company's own gateway, signed and carrying an idempotency key."""
 
     def __init__(self, client: httpx.AsyncClient, url: str, secret: SecretStr, *, name: str = "webhook",
-                 lookup_url: str | None = None, timeout: float = 10.0) -> None:
+                 lookup_url: str | None = None, timeout: float = 10.0, clock: Clock | None = None) -> None:
+        if clock is None:
+            from winback.clock import SystemClock
+
+            clock = SystemClock()
         self._client = client
+        # The receiver checks the signed timestamp against its own clock: keep this one the real time
+        # (the system clock), not a run's business clock.
+        self._clock = clock
         self.url = url
         self._secret = secret
         self.name = name
@@ -79,7 +89,7 @@ class WebhookChannel:
 
     async def _send_one(self, message: OutboundMessage) -> SendResult:
         body = self.body(message)
-        timestamp = str(int(time.time()))
+        timestamp = str(int(self._clock.now().timestamp()))
         headers = {
             "Content-Type": "application/json",
             "Idempotency-Key": message.key,

@@ -20,10 +20,10 @@ import functools
 import json
 import os
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -32,6 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
+from winback.clock import Clock, SystemClock
 from winback.errors import DataError, LedgerError
 from winback.ledger import schema
 from winback.ledger.migrations import migrate
@@ -51,6 +52,7 @@ _CHUNK = 5_000  # ids per claim UPDATE: well under both databases' bound-paramet
 _BULK_CHUNK = 50_000  # rows per driver-level executemany in plan()
 _ANALYZE_AFTER = 10_000  # PostgreSQL: refresh planner statistics after a plan() this large
 _KEY_CHUNK = 5_000  # keys per VALUES list (3 bound parameters each: under both databases' limits)
+_PG_CLAIM_LOCK = 0x77626B636C61696D  # "wbkclaim": pg_advisory_xact_lock id that serialises gated claims
 
 
 
@@ -90,10 +92,8 @@ class Outcome:
 Key = tuple[str, str, int]
 
 
-def _utc(ts: Any | None) -> datetime:
-    """A timestamp parameter as an aware UTC datetime (`None` → the current time: the ledger is an edge)."""
-    if ts is None:
-        return datetime.now(UTC)
+def _utc(ts: Any) -> datetime:
+    """A timestamp parameter as an aware UTC datetime."""
     value = pd.Timestamp(ts)
     if value is pd.NaT:
         raise DataError("a timestamp parameter is NaT")
@@ -116,9 +116,10 @@ def _keys(keys: Iterable[Key] | pd.DataFrame) -> list[tuple[str, str, int]]:
 class Ledger:
     """The campaign ledger over SQLite or PostgreSQL; `Ledger(url_or_engine)` migrates on open."""
 
-    def __init__(self, url_or_engine: str | sa.Engine | None = None) -> None:
+    def __init__(self, url_or_engine: str | sa.Engine | None = None, *, clock: Clock | None = None) -> None:
         from winback.config import ledger_url
 
+        self.clock = clock or SystemClock()
         if isinstance(url_or_engine, sa.Engine):
             self.engine = url_or_engine
             self._owns_engine = False
@@ -132,11 +133,15 @@ class Ledger:
             _configure_sqlite(self.engine)
         try:
             with self._write() as conn:
-                self.migrations_applied = migrate(conn)
+                self.migrations_applied = migrate(conn, applied_at=self.clock.now_datetime())
         except sa.exc.SQLAlchemyError as exc:
             raise LedgerError(f"cannot open the ledger at {self.url}: {_short(exc)}") from None
 
     # -- plumbing ---------------------------------------------------------------------------------
+
+    def _when(self, now: Any | None) -> datetime:
+        """`now` as an aware UTC datetime; the ledger's clock when not given (never the wall clock)."""
+        return _utc(now) if now is not None else self.clock.now_datetime()
 
     @property
     def url(self) -> str:
@@ -177,7 +182,7 @@ class Ledger:
 
     def plan(self, frame: pd.DataFrame, *, now: Any | None = None) -> int:
         """Store a plan frame's new keys (treatment → planned, holdout → held_out, excluded skipped); return rows inserted."""
-        columns, rows = _plan_rows(frame, self.dialect, _utc(now))
+        columns, rows = _plan_rows(frame, self.dialect, self._when(now))
         if not rows:
             return 0
         # The bulk path goes straight to the driver's executemany (sqlite3 / psycopg pipeline): a
@@ -233,29 +238,68 @@ class Ledger:
 
     # -- sending ----------------------------------------------------------------------------------
 
+    def _due(self, when: datetime, campaign_id: str | None = None, channel: str | Sequence[str] | None = None,
+             step: int | None = None) -> list[sa.ColumnElement[bool]]:
+        """The due rule, the one place it is written: `planned` and its send time has come."""
+        t = schema.ledger
+        where = [t.c.state == "planned", t.c.send_at_utc <= when]
+        if campaign_id is not None:
+            where.append(t.c.campaign_id == campaign_id)
+        if channel is not None:
+            channels = [channel] if isinstance(channel, str) else list(channel)
+            where.append(t.c.channel.in_(channels))
+        if step is not None:
+            where.append(t.c.step == int(step))
+        return where
+
+    def count_due(self, campaign_id: str | None = None, *, now: Any | None = None,
+                  by: str | None = None) -> int | dict[str, int]:
+        """Rows due now (the claim's own rule); with `by="channel"`, counts per channel."""
+        t = schema.ledger
+        where = self._due(self._when(now), campaign_id)
+        with self._read() as conn:
+            if by is None:
+                return int(conn.execute(sa.select(sa.func.count()).select_from(t).where(*where)).scalar_one())
+            col = t.c[by]
+            rows = conn.execute(sa.select(col, sa.func.count()).where(*where).group_by(col).order_by(col)).all()
+        return {str(k): int(n) for k, n in rows}
+
     def claim(
         self,
         campaign_id: str | None = None,
         *,
-        now: Any,
+        now: Any | None = None,
         limit: int,
         channel: str | Sequence[str] | None = None,
         step: int | None = None,
+        gate: bool = True,
+        last_orders: Mapping[str, Any] | None = None,
+        owner: str | None = None,
+        lease_s: float = 600.0,
     ) -> pd.DataFrame:
-        """Atomically move up to `limit` due `planned` rows to `sending`; return them with their `claim_token`."""
-        if limit <= 0:
-            return self._frame([])
-        t = schema.ledger
-        when = _utc(now)
+        """Atomically move up to `limit` due `planned` rows to `sending`; return them with their `claim_token`.
+
+        With `gate` (the default) each due row first passes the send-time gate
+        (`winback.policy.gate.decide`): outside its local send window it is deferred (stays `planned`,
+        its send time moved to the next opening); over a frequency cap counted across every campaign,
+        or an if_not_returned step of a customer who ordered since (`last_orders`), it is `skipped`.
+        The count and the claim are one transaction, serialised across senders (SQLite's write lock,
+        a PostgreSQL advisory lock), so the cap holds as a reservation. The frame's attrs carry
+        `claim_token` and `gate` (a Counter of deferred/skipped reasons).
+        """
+        from collections import Counter
+
+        from winback.policy import gate as send_gate
+
         token = uuid.uuid4().hex
-        due = sa.select(t.c.id).where(t.c.state == "planned", t.c.send_at_utc <= when)
-        if campaign_id is not None:
-            due = due.where(t.c.campaign_id == campaign_id)
-        if channel is not None:
-            channels = [channel] if isinstance(channel, str) else list(channel)
-            due = due.where(t.c.channel.in_(channels))
-        if step is not None:
-            due = due.where(t.c.step == int(step))
+        if limit <= 0:
+            frame = self._frame([])
+            frame.attrs.update(claim_token=token, gate=Counter())
+            return frame
+        t = schema.ledger
+        when = self._when(now)
+        due = sa.select(t.c.id, t.c.customer_id, t.c.campaign_id, t.c.channel, t.c.timezone, t.c.send_rules,
+                        t.c.as_of, t.c.planned_at).where(*self._due(when, campaign_id, channel, step))
         due = due.order_by(t.c.send_at_utc, t.c.id).limit(int(limit))
         if self.dialect == "postgresql":
             # Rows another claimer holds are skipped rather than waited for; the update below stays
@@ -263,18 +307,48 @@ class Ledger:
             due = due.with_for_update(skip_locked=True)
         # Two statements, not `UPDATE … WHERE id IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED)`: PostgreSQL
         # may plan that as a nested-loop semi-join that re-runs the subquery per row, ignoring the limit.
+        lease = when + pd.Timedelta(seconds=lease_s).to_pytimedelta()
         stmt = (
             sa.update(t)
             .where(t.c.id.in_(sa.bindparam("ids", expanding=True)), t.c.state == "planned")
-            .values(state="sending", claim_token=token, claimed_at=when, updated_at=when, attempts=t.c.attempts + 1)
+            .values(state="sending", claim_token=token, claimed_at=when, updated_at=when, attempts=t.c.attempts + 1,
+                    claim_owner=owner or token, lease_until=lease, gate_reason=None)
             .returning(*t.c)
         )
+        defer = (sa.update(t).where(t.c.id == sa.bindparam("b_id"), t.c.state == "planned")
+                 .values(send_at_utc=sa.bindparam("b_until", type_=schema.UTCDateTime()),
+                         gate_reason=sa.bindparam("b_reason", type_=sa.Text()), updated_at=when))
+        skip = (sa.update(t).where(t.c.id == sa.bindparam("b_id"), t.c.state == "planned")
+                .values(state="skipped", gate_reason=sa.bindparam("b_reason", type_=sa.Text()), updated_at=when))
         rows = []
+        gated: Counter = Counter()
         try:
             # SQLite: the IMMEDIATE transaction holds the database write lock from the first
             # statement, so a second claimer waits (busy_timeout) and then sees these rows as sending.
             with self._write() as conn:
-                ids = list(conn.execute(due).scalars())
+                if gate and self.dialect == "postgresql":
+                    # The cap count below must see every other claimer's grants: one claim at a time.
+                    conn.execute(sa.text("select pg_advisory_xact_lock(:id)"), {"id": _PG_CLAIM_LOCK})
+                candidates = conn.execute(due).all()
+                ids = [r.id for r in candidates]
+                if gate and candidates:
+                    frame = pd.DataFrame(candidates, columns=list(candidates[0]._fields))
+                    history = self._cap_history(conn, frame, when)
+                    decisions = send_gate.decide(frame, history, pd.Timestamp(when), last_orders)
+                    ids, deferred, skipped = [], [], []
+                    for row_id, d in zip(frame["id"].tolist(), decisions, strict=True):
+                        if d.action == send_gate.SEND:
+                            ids.append(row_id)
+                        elif d.action == send_gate.DEFER:
+                            deferred.append({"b_id": row_id, "b_until": d.until, "b_reason": d.reason})
+                            gated[f"deferred: {d.reason}"] += 1
+                        else:
+                            skipped.append({"b_id": row_id, "b_reason": d.reason})
+                            gated[f"skipped: {d.reason}"] += 1
+                    if deferred:
+                        conn.execute(defer, deferred)
+                    if skipped:
+                        conn.execute(skip, skipped)
                 for start in range(0, len(ids), _CHUNK):
                     rows.extend(conn.execute(stmt, {"ids": ids[start : start + _CHUNK]}).all())
         except sa.exc.SQLAlchemyError as exc:
@@ -282,7 +356,30 @@ class Ledger:
         frame = self._frame(rows)
         frame = frame.sort_values(["send_at_utc", "id"], kind="stable").reset_index(drop=True)
         frame.attrs["claim_token"] = token
+        frame.attrs["gate"] = gated
         return frame
+
+    def _cap_history(self, conn: sa.Connection, candidates: pd.DataFrame, when: datetime) -> pd.DataFrame:
+        """Messages of the candidates' customers that count against frequency caps: sent in the longest
+        cap window, or in flight (`sending`), of every campaign."""
+        from winback.policy.gate import SendRules
+
+        days = [d for v in candidates["send_rules"].dropna().unique() for _, _, d in SendRules.parse(v).caps]
+        columns = ["customer_id", "campaign_id", "channel", "at"]
+        if not days:
+            return pd.DataFrame(columns=columns)
+        t = schema.ledger
+        since = when - pd.Timedelta(days=max(days)).to_pytimedelta()
+        customers = sorted(set(candidates["customer_id"].astype(str)))
+        out = []
+        for start in range(0, len(customers), _CHUNK):
+            chunk = customers[start:start + _CHUNK]
+            out += conn.execute(sa.select(t.c.customer_id, t.c.campaign_id, t.c.channel, t.c.sent_at).where(
+                t.c.customer_id.in_(chunk), t.c.sent_at.isnot(None), t.c.sent_at > since,
+                t.c.state == "sent")).all()
+            out += conn.execute(sa.select(t.c.customer_id, t.c.campaign_id, t.c.channel, t.c.claimed_at).where(
+                t.c.state == "sending", t.c.customer_id.in_(chunk))).all()
+        return pd.DataFrame([tuple(r) for r in out], columns=columns)
 
     def record(
         self,
@@ -293,7 +390,7 @@ class Ledger:
         from_states: Sequence[str] = ("sending",),
     ) -> int:
         """Store send outcomes in one transaction, only for rows in `from_states` (and that claim); return rows updated."""
-        when = _utc(now)
+        when = self._when(now)
         latest: dict[tuple[str, str, int], dict[str, Any]] = {}
         ids: dict[tuple[str, str, int], int] | None = {}
         for o in outcomes:
@@ -345,6 +442,15 @@ class Ledger:
         """Put rows back to `planned` (not sent; e.g. a provider outage, or policy `resend` for uncertain rows)."""
         return self._move(keys, "planned", from_states, now, clear_claim=True)
 
+    def defer(self, keys: Iterable[Key] | pd.DataFrame, *, until: Any, reason: str, now: Any | None = None) -> int:
+        """Put `sending` rows back to `planned`, due again at `until`, with the reason (e.g. throttled)."""
+        rows = list(dict.fromkeys(_keys(keys)))
+        if not rows:
+            return 0
+        values = {"state": "planned", "updated_at": self._when(now), "claim_token": None, "claim_owner": None,
+                  "lease_until": None, "send_at_utc": _utc(until), "gate_reason": reason}
+        return self._update_by_keys({key: {} for key in rows}, values, [_state_in(("sending",))], "defer rows")
+
     def mark_uncertain(
         self, keys: Iterable[Key] | pd.DataFrame, *, error: str | None = None, now: Any | None = None
     ) -> int:
@@ -355,9 +461,9 @@ class Ledger:
         rows = list(dict.fromkeys(_keys(keys)))
         if not rows:
             return 0
-        values: dict[str, Any] = {"state": state, "updated_at": _utc(now)}
+        values: dict[str, Any] = {"state": state, "updated_at": self._when(now)}
         if clear_claim:
-            values["claim_token"] = None
+            values.update(claim_token=None, claim_owner=None, lease_until=None)
         if error is not None:
             values["error"] = error
         return self._update_by_keys({key: {} for key in rows}, values, [_state_in(from_states)],
@@ -486,7 +592,7 @@ class Ledger:
     ) -> bool:
         """Suppress a customer on a channel (idempotent: the first suppression stays); True if it was new."""
         with self._write() as conn:
-            return self._add_suppression(conn, customer_id, channel, address, reason, source, _utc(now))
+            return self._add_suppression(conn, customer_id, channel, address, reason, source, self._when(now))
 
     def _add_suppression(self, conn, customer_id, channel, address, reason, source, when) -> bool:
         from winback.vocab import SUPPRESSION_REASONS
@@ -526,7 +632,7 @@ class Ledger:
         latest step of that campaign and channel) or else by `provider_message_id`. Events that are not
         delivery statuses (processed, deferred…) are stored but change nothing.
         """
-        when = _utc(now)
+        when = self._when(now)
         occurred = _utc(occurred_at) if occurred_at is not None else when
         t = schema.ledger
         text = payload if isinstance(payload, str) or payload is None else json.dumps(payload, default=str)
@@ -622,7 +728,7 @@ class Ledger:
         missing = [c for c in needed if c not in frame.columns]
         if missing:
             raise DataError(f"offer results lack column(s) {missing}")
-        default_when = _utc(now)
+        default_when = self._when(now)
         rows = []
         for i, rec in enumerate(frame.to_dict("records"), start=1):
             try:

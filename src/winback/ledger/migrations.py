@@ -17,7 +17,7 @@ migration 1 keeps creating the version-1 tables.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.schema import CreateIndex, CreateTable, DDLElement
@@ -28,16 +28,59 @@ from winback.ledger import schema
 _PG_LOCK_ID = 0x77696E6261636B  # "winback"
 
 
-def _v1(dialect: sa.Dialect) -> list[DDLElement]:
+def _v1_ledger(name: str = "ledger") -> sa.Table:
+    """The version-1 ledger table (no send rules, gate reason or lease; no `skipped` state) with its indexes."""
+    md = sa.MetaData()
+    t = schema.ledger_table(md, name=name, exclude=schema.V2_COLUMNS, states=schema.V1_STATES)
+    sa.Index("ix_ledger_due", t.c.campaign_id, t.c.state, t.c.send_at_utc)
+    sa.Index("ix_ledger_contacts", t.c.customer_id, t.c.sent_at,
+             sqlite_where=t.c.sent_at.isnot(None), postgresql_where=t.c.sent_at.isnot(None))
+    sa.Index("ix_ledger_message", t.c.provider_message_id,
+             sqlite_where=t.c.provider_message_id.isnot(None),
+             postgresql_where=t.c.provider_message_id.isnot(None))
+    return t
+
+
+def _v1(dialect: sa.Dialect) -> list[DDLElement | str]:
     """Version 1: ledger, suppressions, events, offer_results with their indexes."""
-    ddl: list[DDLElement] = []
-    for table in (schema.ledger, schema.suppressions, schema.events, schema.offer_results):
+    ddl: list[DDLElement | str] = []
+    for table in (_v1_ledger(), schema.suppressions, schema.events, schema.offer_results):
         ddl.append(CreateTable(table))
         ddl.extend(CreateIndex(index) for index in sorted(table.indexes, key=lambda i: i.name))
     return ddl
 
 
-MIGRATIONS: Sequence[Callable[[sa.Dialect], list[DDLElement]]] = (_v1,)
+def _v2(dialect: sa.Dialect) -> list[DDLElement | str]:
+    """Version 2: send rules, gate reason, claim owner and lease on the ledger; state `skipped`; webhook tokens.
+
+    SQLite cannot change a CHECK constraint in place, so there the ledger is rebuilt (the documented
+    "make other kinds of table schema changes" procedure: new table, copy, drop, rename), inside
+    this migration's transaction; PostgreSQL alters it.
+    """
+    t = schema.ledger
+    ddl: list[DDLElement | str] = []
+    if dialect.name == "sqlite":
+        old = [c.name for c in _v1_ledger().columns]
+        ddl += ["DROP INDEX IF EXISTS ix_ledger_due", "DROP INDEX IF EXISTS ix_ledger_contacts",
+                "DROP INDEX IF EXISTS ix_ledger_message", "ALTER TABLE ledger RENAME TO ledger_v1",
+                CreateTable(t),
+                f"INSERT INTO ledger ({', '.join(old)}) SELECT {', '.join(old)} FROM ledger_v1",
+                "DROP TABLE ledger_v1"]
+        ddl.extend(CreateIndex(index) for index in sorted(t.indexes, key=lambda i: i.name))
+    else:
+        for name in schema.V2_COLUMNS:
+            column = t.c[name]
+            ddl.append(f"ALTER TABLE ledger ADD COLUMN {name} {column.type.compile(dialect=dialect)}")
+        states = ",".join(f"'{s}'" for s in schema.LEDGER_STATES_V2)
+        ddl += ["ALTER TABLE ledger DROP CONSTRAINT ck_ledger_state",
+                f"ALTER TABLE ledger ADD CONSTRAINT ck_ledger_state CHECK (state in ({states}))",
+                CreateIndex(next(i for i in t.indexes if i.name == "ix_ledger_open"))]
+    ddl.append(CreateTable(schema.webhook_tokens))
+    ddl.extend(CreateIndex(index) for index in schema.webhook_tokens.indexes)
+    return ddl
+
+
+MIGRATIONS: Sequence[Callable[[sa.Dialect], list[DDLElement | str]]] = (_v1, _v2)
 LATEST_VERSION = len(MIGRATIONS)
 
 
@@ -49,7 +92,7 @@ def current_version(conn: sa.Connection) -> int:
                .scalar_one())
 
 
-def migrate(conn: sa.Connection) -> list[int]:
+def migrate(conn: sa.Connection, *, applied_at: datetime) -> list[int]:
     """Apply every pending migration inside the caller's (write) transaction; return the versions applied."""
     if conn.dialect.name == "postgresql":
         conn.execute(sa.text("select pg_advisory_xact_lock(:id)"), {"id": _PG_LOCK_ID})
@@ -58,7 +101,7 @@ def migrate(conn: sa.Connection) -> list[int]:
     version = current_version(conn)
     for number in range(version + 1, LATEST_VERSION + 1):
         for statement in MIGRATIONS[number - 1](conn.dialect):
-            conn.execute(statement)
-        conn.execute(sa.insert(schema.schema_version).values(version=number, applied_at=datetime.now(UTC)))
+            conn.execute(sa.text(statement) if isinstance(statement, str) else statement)
+        conn.execute(sa.insert(schema.schema_version).values(version=number, applied_at=applied_at))
         applied.append(number)
     return applied

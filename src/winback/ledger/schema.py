@@ -84,6 +84,11 @@ PLAN_COLUMNS: dict[str, sa.types.TypeEngine] = {
     "account_manager": sa.Text(),
     "context": sa.Text(),
     "as_of": UTCDateTime(),
+    # What the send-time gate checks, as compact JSON (winback.policy.gate.SendRules): the local send
+    # window of the row's channel, the campaign's frequency caps, whether it is an if_not_returned
+    # step, how long a throttled message may wait. Carried by the row so that any sender — `winback
+    # send --plan`, `winback dispatch`, a Prefect worker — gates it the same way from the ledger alone.
+    "send_rules": sa.Text(),
 }
 KEY_COLUMNS = ("campaign_id", "customer_id", "step")
 
@@ -100,33 +105,49 @@ STATE_COLUMNS: dict[str, sa.types.TypeEngine] = {
     "error": sa.Text(),
     "delivery_status": sa.String(20),
     "claim_token": sa.String(64),
+    # Why the send-time gate deferred (quiet hours, throttled) or skipped (frequency cap, ordered
+    # since planned) the row, last time it looked at it.
+    "gate_reason": sa.Text(),
+    "claim_owner": sa.String(64),
+    "lease_until": UTCDateTime(),
 }
 
-ledger = sa.Table(
-    "ledger",
-    metadata,
-    # A surrogate id keeps claim/record statements short; the business key is the unique constraint.
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
-    *[
-        sa.Column(name, type_, nullable=name not in KEY_COLUMNS + ("arm",))
-        for name, type_ in PLAN_COLUMNS.items()
-    ],
-    *[
-        sa.Column(name, type_, nullable=name not in ("state", "attempts", "planned_at", "updated_at"))
-        for name, type_ in STATE_COLUMNS.items()
-    ],
-    sa.UniqueConstraint(*KEY_COLUMNS, name="uq_ledger_key"),
-    sa.CheckConstraint(
-        "state in ('planned','sending','sent','failed','suppressed','held_out','uncertain')",
-        name="ck_ledger_state",
-    ),
-)
+def ledger_table(md: sa.MetaData, *, name: str = "ledger", exclude: tuple[str, ...] = (),
+                 states: tuple[str, ...] | None = None) -> sa.Table:
+    """The ledger table on `md`; `exclude`/`states` rebuild an earlier version's shape for migrations."""
+    from winback.vocab import LEDGER_STATES
+
+    allowed = ",".join(f"'{s}'" for s in (states or LEDGER_STATES))
+    return sa.Table(
+        name,
+        md,
+        # A surrogate id keeps claim/record statements short; the business key is the unique constraint.
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+        *[
+            sa.Column(col, type_, nullable=col not in KEY_COLUMNS + ("arm",))
+            for col, type_ in PLAN_COLUMNS.items() if col not in exclude
+        ],
+        *[
+            sa.Column(col, type_, nullable=col not in ("state", "attempts", "planned_at", "updated_at"))
+            for col, type_ in STATE_COLUMNS.items() if col not in exclude
+        ],
+        sa.UniqueConstraint(*KEY_COLUMNS, name="uq_ledger_key"),
+        sa.CheckConstraint(f"state in ({allowed})", name="ck_ledger_state"),
+    )
+
+
+ledger = ledger_table(metadata)
 sa.Index("ix_ledger_due", ledger.c.campaign_id, ledger.c.state, ledger.c.send_at_utc)
 # Partial indexes: rows enter them only once sent, so planning a million rows does not pay for them.
 # (`sent_at >= :since` and `provider_message_id = :id` imply the NOT NULL conditions, so both
 # SQLite and PostgreSQL use them.)
 sa.Index("ix_ledger_contacts", ledger.c.customer_id, ledger.c.sent_at,
          sqlite_where=ledger.c.sent_at.isnot(None), postgresql_where=ledger.c.sent_at.isnot(None))
+# Claims over every campaign (`winback dispatch`) and the gate's look at rows in flight: only the rows
+# still to send or being sent are in it, so sent history does not grow it.
+sa.Index("ix_ledger_open", ledger.c.state, ledger.c.send_at_utc,
+         sqlite_where=ledger.c.state.in_(("planned", "sending")),
+         postgresql_where=ledger.c.state.in_(("planned", "sending")))
 sa.Index("ix_ledger_message", ledger.c.provider_message_id,
          sqlite_where=ledger.c.provider_message_id.isnot(None),
          postgresql_where=ledger.c.provider_message_id.isnot(None))
@@ -180,6 +201,18 @@ offer_results = sa.Table(
     sa.PrimaryKeyConstraint("campaign_id", "offer_kind", "value_tier", name="pk_offer_results"),
 )
 
+# Webhook tokens seen (Mailgun's `token`, SendGrid's signed timestamp + signature): a replay of a
+# captured, validly signed request inside its validity window is refused, not processed twice.
+webhook_tokens = sa.Table(
+    "webhook_tokens",
+    metadata,
+    sa.Column("provider", sa.String(40), nullable=False),
+    sa.Column("token", sa.String(255), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+    sa.PrimaryKeyConstraint("provider", "token", name="pk_webhook_tokens"),
+)
+sa.Index("ix_webhook_tokens_expiry", webhook_tokens.c.expires_at)
+
 schema_version = sa.Table(
     "schema_version",
     metadata,
@@ -188,4 +221,8 @@ schema_version = sa.Table(
 )
 
 LEDGER_COLUMNS = [c.name for c in ledger.columns]
-TIMESTAMP_COLUMNS = ("send_at_utc", "as_of", "planned_at", "claimed_at", "sent_at", "updated_at")
+TIMESTAMP_COLUMNS = ("send_at_utc", "as_of", "planned_at", "claimed_at", "sent_at", "updated_at", "lease_until")
+# Columns and states added by schema version 2 (migrations rebuild the version-1 shape without them).
+V2_COLUMNS = ("send_rules", "gate_reason", "claim_owner", "lease_until")
+LEDGER_STATES_V2 = ("planned", "sending", "sent", "failed", "suppressed", "held_out", "uncertain", "skipped")
+V1_STATES = ("planned", "sending", "sent", "failed", "suppressed", "held_out", "uncertain")
