@@ -101,7 +101,7 @@ def prepare_dispatch(resources, campaign: Campaign, *, world: str | None = None
     followups = advance_cadence(campaign, ledger, sources, now)
     if ledger.count_due(campaign.id, now=now) == 0:
         return followups, None
-    return followups, last_order_times(sources().orders)
+    return followups, last_order_times(sources().orders, until=now)
 
 
 async def send_campaign(resources, campaign: Campaign | None, campaign_id: str, *,

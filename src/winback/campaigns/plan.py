@@ -465,7 +465,10 @@ def plan_followup(campaign: Campaign, step: int, prior: pd.DataFrame, customers:
                                   contact_history=contact_history, channels=channels)
     frame = frame.join(policy)
 
-    returned = ordered_since(frame["customer_id"], frame["_prev_send"], orders) if spec.if_not_returned \
+    # Only orders placed by `now` count: the future has not happened (a demo world or a replay may hold it).
+    known = orders[pd.to_datetime(orders["ordered_at"], utc=True) <= now] if orders is not None and len(orders) \
+        else orders
+    returned = ordered_since(frame["customer_id"], frame["_prev_send"], known) if spec.if_not_returned \
         else pd.Series(False, index=frame.index)
     reason = pd.Series(pd.NA, index=frame.index, dtype="string")
     if "_prev_state" in frame.columns:

@@ -122,10 +122,12 @@ def register(app: typer.Typer) -> None:
         for spec in specs:
             if spec is not None:
                 try:
-                    last_orders.update(last_order_times(campaign_inputs(spec).orders))
+                    last_orders.update(last_order_times(campaign_inputs(spec).orders, until=resources.clock.now()))
                 except WinbackError:
                     pass  # the campaign's sources are not here: the gate checks everything else
         campaign = specs[0] if len(specs) == 1 else None
+        # Only this plan's campaign is sent (another campaign's due rows in the same ledger are not ours).
+        only = campaign_ids[0] if len(campaign_ids) == 1 else None
         url = resources.ledger_url
         store = resources.ledger
         when = resources.clock.now()
@@ -136,7 +138,8 @@ def register(app: typer.Typer) -> None:
             async def go():
                 async with resources.sender(campaign, templates=templates, share=share, progress=progress,
                                             require_unsubscribe_secret=wants_email) as settings:
-                    return await dispatch(ledger_store, settings, batch_size=batch_size, stale_after_s=stale_after,
+                    return await dispatch(ledger_store, settings, campaign_id=only, batch_size=batch_size,
+                                          stale_after_s=stale_after,
                                           reconcile=reconcile, max_batches=max_batches,
                                           last_orders=last_orders or None)
             return run_async(go())
@@ -156,7 +159,7 @@ def register(app: typer.Typer) -> None:
                 result = run(store, max_batches=0)
                 store.engine.dispose()  # no pooled connection crosses the fork
                 result.merge(dispatch_in_processes(sender, workers, progress=progress))
-                result.remaining_planned = store.status(None).get("planned", 0)
+                result.remaining_planned = store.status(only).get("planned", 0)
             result.planned_new = inserted
             result.seconds = time.perf_counter() - started
             return result
@@ -186,7 +189,7 @@ def register(app: typer.Typer) -> None:
                     TimeRemainingColumn,
                 )
 
-                total = count_due(store, now=when)
+                total = count_due(store, now=when, campaign_id=only)
                 with Progress(TextColumn("sending"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                               transient=True) as bar:
                     task = bar.add_task("send", total=total or None)

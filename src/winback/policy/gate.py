@@ -212,10 +212,15 @@ def throttle_deadline(rules: SendRules, timezone: str | None, now: pd.Timestamp)
     return end.tz_convert("UTC") if end > local else now
 
 
-def last_order_times(orders: pd.DataFrame | None) -> dict[str, pd.Timestamp]:
-    """Each customer's latest `ordered_at` (UTC), for the gate's ordered-since-planned check."""
+def last_order_times(orders: pd.DataFrame | None, *, until: pd.Timestamp | None = None) -> dict[str, pd.Timestamp]:
+    """Each customer's latest `ordered_at` (UTC) up to `until` (orders after it have not happened yet),
+    for the gate's ordered-since-planned check."""
     if orders is None or len(orders) == 0:
         return {}
     t = pd.to_datetime(orders["ordered_at"], utc=True)
-    last = t.groupby(orders["customer_id"].astype(str)).max()
+    customers = orders["customer_id"].astype(str)
+    if until is not None:
+        keep = (t <= pd.Timestamp(until).tz_convert("UTC")).to_numpy()
+        t, customers = t[keep], customers[keep]
+    last = t.groupby(customers).max()
     return dict(zip(last.index, last.tolist(), strict=True))
