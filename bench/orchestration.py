@@ -37,23 +37,29 @@ NOW = "2026-11-24T10:30:00+08:00"
 
 
 def direct(world: str, ledger_url: str, emulator_url: str) -> dict:
-    """The campaign flow's steps, called as plain functions."""
+    """The campaign flow's steps, called as plain functions (the same tasks' `.fn`, the same engine)."""
     from flows import tasks
 
+    from winback.channels.dispatch import DispatchSummary
     from winback.config import parse_timestamp
+    from winback.resources import RunSettings
 
     now, as_of = parse_timestamp(NOW), parse_timestamp(AS_OF)
+    settings = RunSettings.from_env(ledger_url=ledger_url, emulator_url=emulator_url, now=now)
     spec = tasks.load_campaign_task.fn(CAMPAIGN)
     inputs = tasks.load_sources_task.fn(spec, world)
     segments = tasks.segment_task.fn(inputs, as_of)
-    plan = tasks.plan_task.fn(spec, inputs, segments, as_of, ledger_url)
-    persisted = tasks.persist_plan_task.fn(plan, ledger_url)
-    send = dict(emulator_url=emulator_url, provider_config=None, ledger_url=ledger_url, now=now,
-                concurrency=64, uncertain_policy="resend")
-    sent = 0
-    for channel, n_due in tasks.due_by_channel_task.fn(ledger_url, spec.id, now).items():
-        for _ in range(-(-n_due // 2000)):
-            sent += tasks.send_batch_task.fn(spec, channel=channel, batch_size=2000, **send)["sent"]
+    plan = tasks.plan_task.fn(spec, inputs, segments, as_of, settings)
+    persisted = tasks.persist_plan_task.fn(plan, settings)["new"]
+    _, last_orders = tasks.prepare_dispatch_task.fn(spec, world, settings)
+    sent, first = 0, True
+    while True:
+        batch = DispatchSummary.from_dict(tasks.send_batch_task.fn(spec, spec.id, settings, last_orders=last_orders,
+                                                                   batch_size=2000, reconcile=first))
+        first = False
+        sent += batch.sent
+        if batch.messages + batch.released + batch.in_doubt + batch.throttled == 0:
+            break
     return {"persisted": persisted, "sent": sent}
 
 

@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from winback.channels.emulator import SENDGRID_KEY, EmulatorServer  # noqa: E402
+from winback.policy.gate import SendRules  # noqa: E402
 
 NOW = "2026-11-21T00:00:00Z"
 SECRET = "bench-unsubscribe-secret"
@@ -75,6 +76,10 @@ def make_plan(n: int) -> pd.DataFrame:
         "template": "bench", "coupon_code": [f"WB{i:07d}" for i in range(n)], "value_tier": "gold",
         "lapse_stage": "lapsed", "likely_reason": "forgotten", "account_manager": None, "context": contexts,
         "as_of": pd.Timestamp("2026-11-19T00:00:00Z"),
+        # The send-time gate is on: every claim checks the local window and counts the customers'
+        # messages across campaigns against the caps (all pass here, so every message is sent).
+        "send_rules": SendRules(window=("00:00", "23:59"), caps=(("email", 2, 14), ("any", 3, 14)),
+                                if_not_returned=True).to_json(),
     })
 
 

@@ -31,6 +31,7 @@ from winback.channels.sendgrid import SendGridChannel
 from winback.channels.smtp import SmtpChannel
 from winback.channels.twilio import TwilioChannel
 from winback.channels.webhook import WebhookChannel, verify
+from winback.clock import FrozenClock
 from winback.errors import ConfigError
 
 API_KEY = "SG.super-secret-value-123"
@@ -188,21 +189,66 @@ def test_mailgun_request_shape():
     assert form["from"].endswith("<club@example.com>") and form["text"] == "Hi" and form["html"] == "<p>Hi</p>"
 
 
-def test_mailgun_lookup_by_user_variables():
+def test_mailgun_lookup_uses_documented_filters_and_matches_the_key_client_side():
+    claimed = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
+    seen = []
+
     def handler(request):
+        params = dict(request.url.params)
+        seen.append(params)
         assert request.url.path == "/v3/mg.test/events"
-        wanted = json.loads(request.url.params["user-variables"])
-        items = [{"event": "accepted", "user-variables": {"winback_key": "spring:C9:1"},
-                  "message": {"headers": {"message-id": "x@mg.test"}}}]
-        return httpx.Response(200, json={"items": [i for i in items if i["user-variables"] == wanted],
-                                         "paging": {}})
+        # As the Events API documents it: a time range and documented filter fields only.
+        assert params == {"event": "accepted", "recipient": "ann@example.com", "limit": "300", "ascending": "yes",
+                          "begin": str(int(claimed.timestamp()) - 15 * 60)}
+        items = [{"event": "accepted", "recipient": "ann@example.com", "user-variables": {"winback_key": k},
+                  "message": {"headers": {"message-id": f"{k}@mg.test"}}} for k in ("spring:C0:1", "spring:C9:1")]
+        return httpx.Response(200, json={"items": items, "paging": {}})
 
     async def go(key):
         async with client_for(handler) as client:
-            return await MailgunChannel(client, SecretStr("k"), "mg.test").lookup(key)
+            channel = MailgunChannel(client, SecretStr("k"), "mg.test", clock=FrozenClock("2026-11-25T00:00Z"))
+            return await channel.lookup(key, email(key, claimed_at=claimed))
 
-    assert run(go("spring:C9:1")).provider_message_id == "x@mg.test"
+    assert run(go("spring:C9:1")).provider_message_id == "spring:C9:1@mg.test"
     assert run(go("spring:C8:1")).status == "not_found"
+    assert "user-variables" not in seen[0]
+
+
+def test_mailgun_lookup_without_a_claim_time_searches_back_from_now():
+    def handler(request):
+        assert dict(request.url.params) == {"event": "accepted", "limit": "300", "ascending": "no"}
+        return httpx.Response(200, json={"items": [], "paging": {"next": f"{request.url}/WzEsMl0"}})
+
+    async def go():
+        async with client_for(handler) as client:
+            return await MailgunChannel(client, SecretStr("k"), "mg.test").lookup("spring:C1:1")
+
+    assert run(go()).status == "not_found"  # an empty page ends the range
+
+
+def test_mailgun_lookup_follows_paging_next_a_bounded_number_of_pages():
+    asked = []
+
+    def handler(request):
+        asked.append(str(request.url))
+        page = int(request.url.path.rsplit("/", 1)[-1]) if request.url.path.count("/") == 4 else 0
+        item = {"event": "accepted", "user-variables": {"winback_key": f"spring:P{page}:1"},
+                "message": {"headers": {"message-id": f"p{page}@mg.test"}}}
+        return httpx.Response(200, json={"items": [item],
+                                         "paging": {"next": f"https://api.mailgun.net/v3/mg.test/events/{page + 1}"}})
+
+    async def go(key, base="https://api.mailgun.net"):
+        async with client_for(handler) as client:
+            return await MailgunChannel(client, SecretStr("k"), "mg.test", base_url=base).lookup(key)
+
+    found = run(go("spring:P3:1"))
+    assert found.status == "found" and found.provider_message_id == "p3@mg.test"
+    assert asked[1] == "https://api.mailgun.net/v3/mg.test/events/1"  # the next URL as given, its query intact
+    asked.clear()
+    assert run(go("spring:P99:1")).status == "unknown"  # never an empty page within the bound: cannot say
+    assert len(asked) == 5
+    # A next URL on another host is not followed (it would receive our API key).
+    assert run(go("spring:P3:1", base="https://mg.proxy.example")).status == "unknown"
 
 
 # -- Twilio ---------------------------------------------------------------------------------------------
@@ -265,9 +311,10 @@ def test_twilio_error_codes(status, code, expect, suppress):
 
 def test_twilio_lookup_matches_recipient_and_body():
     def handler(request):
-        assert request.url.params["To"] == "+8613800000001" and "DateSent>" in request.url.params
+        assert request.url.params["To"] == "+8613800000001" and request.url.params["PageSize"] == "100"
+        assert not any(k.startswith("DateSent") for k in request.url.params)  # no claim time: no date filter
         return httpx.Response(200, json={"messages": [{"sid": "SM9", "to": "+8613800000001",
-                                                       "body": "【Club】code WB1"}]})
+                                                       "body": "【Club】code WB1"}], "next_page_uri": None})
 
     async def go(message):
         async with client_for(handler) as client:
@@ -277,6 +324,57 @@ def test_twilio_lookup_matches_recipient_and_body():
     assert run(go(None)).status == "unknown"  # cannot search by our key alone
     other = OutboundMessage(key="spring:C2:1", channel="sms", to="+8613800000001", from_="x", text="other text")
     assert run(go(other)).status == "not_found"
+
+
+def test_twilio_lookup_days_after_the_crash_is_bounded_by_the_claim_not_by_now():
+    """Reconciled three days after the claim: the search still reaches back to the day before the claim."""
+    claimed = datetime(2026, 11, 23, 0, 30, tzinfo=UTC)
+    sent_on = claimed.date()
+    seen = {}
+
+    def handler(request):
+        seen["raw_query"] = request.url.query.decode()
+        since = datetime.fromisoformat(request.url.params["DateSent>"]).date()
+        # Twilio: DateSent>=YYYY-MM-DD, GMT dates, inclusive.
+        messages = [{"sid": "SM7", "to": "+8613800000001", "body": "【Club】code WB1"}] if sent_on >= since else []
+        return httpx.Response(200, json={"messages": messages, "next_page_uri": None})
+
+    async def go(now):
+        async with client_for(handler) as client:
+            channel = TwilioChannel(client, SID, SecretStr("tok"), clock=FrozenClock(now))
+            message = OutboundMessage(key="spring:C2:1", channel="sms", to="+8613800000001", from_="+15005550006",
+                                      text="【Club】code WB1", claimed_at=claimed)
+            return await channel.lookup("spring:C2:1", message)
+
+    found = run(go("2026-11-26T09:00Z"))
+    assert found.status == "found" and found.provider_message_id == "SM7"
+    assert "DateSent%3E=2026-11-22" in seen["raw_query"]  # the claim's GMT date minus one day, as `DateSent>=`
+
+
+def test_twilio_lookup_leaves_a_business_time_claim_unbounded_and_follows_pages():
+    pages = []
+
+    def handler(request):
+        pages.append(request.url)
+        assert not any(k.startswith("DateSent") for k in request.url.params)
+        page = int(request.url.params.get("Page", 0))
+        body = "【Club】code WB1" if page == 2 else "another campaign"
+        nxt = f"/2010-04-01/Accounts/{SID}/Messages.json?To=%2B8613800000001&PageSize=100&Page={page + 1}"
+        return httpx.Response(200, json={"messages": [{"sid": f"SM{page}", "to": "+8613800000001", "body": body}],
+                                         "next_page_uri": nxt})
+
+    async def go():
+        async with client_for(handler) as client:
+            # A claim stamped after the real time is a run's business time (`--now` ahead of the date).
+            channel = TwilioChannel(client, SID, SecretStr("tok"), base_url="https://tw.test",
+                                    clock=FrozenClock("2026-11-01T00:00Z"))
+            message = OutboundMessage(key="spring:C2:1", channel="sms", to="+8613800000001", from_="x",
+                                      text="【Club】code WB1", claimed_at=datetime(2026, 12, 24, tzinfo=UTC))
+            return await channel.lookup("spring:C2:1", message)
+
+    found = run(go())
+    assert found.provider_message_id == "SM2" and len(pages) == 3
+    assert str(pages[1]).startswith("https://tw.test/2010-04-01/")
 
 
 # -- webhook --------------------------------------------------------------------------------------------
@@ -291,7 +389,8 @@ def test_webhook_signature_and_idempotency_key():
 
     async def go():
         async with client_for(handler) as client:
-            ch = WebhookChannel(client, "https://gw.test/hooks/wechat", SecretStr("whsec"))
+            ch = WebhookChannel(client, "https://gw.test/hooks/wechat", SecretStr("whsec"),
+                                clock=FrozenClock("2026-11-23T10:00:00Z"))
             msg = OutboundMessage(key="spring:C3:1", channel="webhook", to="openid-3", from_="club", text="你好")
             return await ch.send([msg])
 
@@ -299,6 +398,7 @@ def test_webhook_signature_and_idempotency_key():
     assert r.status == "accepted" and r.provider_message_id == "push-1"
     h = seen["headers"]
     assert h["idempotency-key"] == "spring:C3:1"
+    assert h["x-winback-timestamp"] == str(int(datetime(2026, 11, 23, 10, tzinfo=UTC).timestamp()))  # the clock's
     assert verify("whsec", h["x-winback-timestamp"], seen["body"], h["x-winback-signature"])
     assert not verify("other", h["x-winback-timestamp"], seen["body"], h["x-winback-signature"])
     assert json.loads(seen["body"])["text"] == "你好"
@@ -350,6 +450,7 @@ def test_call_task_lists_are_idempotent_and_excel_friendly(tmp_path):
 class _Recorder:
     def __init__(self, refuse=()):
         self.messages = []
+        self.raw = []
         self.refuse = set(refuse)
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
@@ -359,8 +460,22 @@ class _Recorder:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        self.raw.append(envelope.content)
         self.messages.append(message_from_bytes(envelope.content))
         return "250 Message accepted"
+
+
+def _smtp_server(recorder):
+    import socket
+
+    from aiosmtpd.controller import Controller
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    controller = Controller(recorder, hostname="127.0.0.1", port=port)
+    controller.start()
+    return controller, port
 
 
 def test_smtp_against_real_aiosmtpd(tmp_path):
@@ -391,6 +506,38 @@ def test_smtp_against_real_aiosmtpd(tmp_path):
     assert "<https://ev.example.com/unsubscribe/tok>" in mail["List-Unsubscribe"]
     assert mail.is_multipart() and {p.get_content_type() for p in mail.walk()} >= {"text/plain", "text/html"}
     assert run(ch.lookup("spring:C1:1")).status == "unknown"  # plain SMTP cannot tell
+
+
+def test_smtp_list_unsubscribe_goes_out_as_plain_ascii_for_one_click():
+    """A ~290-character one-click URL is written literally (RFC 8058), not as RFC 2047 encoded words."""
+    from email.parser import BytesParser
+    from email.policy import default as default_policy
+
+    from winback.render import make_unsubscribe_token, unsubscribe_url
+
+    token = make_unsubscribe_token("spring-2026-winback-" + "long-campaign-name-" * 6, "C0000001", "email", "s3cret")
+    url = unsubscribe_url("https://events.example.com", token)
+    assert 250 <= len(url) <= 330, len(url)
+    headers = unsubscribe_headers(url, "mailto:unsubscribe@example.com?subject=unsubscribe%20tok")
+    recorder = _Recorder()
+    controller, port = _smtp_server(recorder)
+    try:
+        [r] = run(SmtpChannel("127.0.0.1", port, start_tls=False, clock=FrozenClock("2026-11-23T10:00:00Z")).send(
+            [email(headers=headers)]))
+    finally:
+        controller.stop()
+    assert r.status == "accepted"
+    [raw] = recorder.raw
+    assert b"=?utf-8?" not in raw.lower()  # every header here is ASCII: nothing may be encoded
+    unfolded = raw.replace(b"\r\n ", b" ")
+    assert f"List-Unsubscribe: <{url}>, <mailto:".encode() in unfolded
+    assert b"\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n" in raw
+    assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
+    mail = BytesParser(policy=default_policy).parsebytes(raw)
+    assert f"<{url}>" in mail["List-Unsubscribe"]
+    assert mail["List-Unsubscribe"] == headers["List-Unsubscribe"]
+    assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert mail["Date"].datetime == datetime(2026, 11, 23, 10, tzinfo=UTC)  # from the injected clock
 
 
 def test_smtp_connection_refused_is_retryable_not_ambiguous():

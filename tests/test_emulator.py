@@ -4,17 +4,30 @@ auth checks, faults (429 + Retry-After, 5xx, slow, dropped connections), lookups
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 from pydantic import SecretStr
 
 from winback.channels.base import OutboundMessage
-from winback.channels.emulator import SENDGRID_KEY, EmulatorServer
+from winback.channels.emulator import (
+    MAILGUN_DOMAIN,
+    MAILGUN_KEY,
+    SENDGRID_KEY,
+    TWILIO_SID,
+    TWILIO_TOKEN,
+    EmulatorApp,
+    EmulatorServer,
+)
+from winback.channels.mailgun import MailgunChannel
 from winback.channels.providers import Router, provider_config_for_emulator
 from winback.channels.sendgrid import SendGridChannel
+from winback.channels.twilio import TwilioChannel
+from winback.clock import FrozenClock, SystemClock
 
 
 @pytest.fixture(scope="module")
@@ -160,6 +173,120 @@ def test_faults_are_seeded(emu):
                                           "content": [{"type": "text/plain", "value": "x"}]}).status_code
                         for _ in range(20)]
         assert codes(a.url) == codes(b.url)
+
+
+# -- lookups as the providers answer them: time ranges, filters, paging -----------------------------
+
+T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+
+
+def in_process(clock: FrozenClock) -> httpx.AsyncClient:
+    """A client on an in-process emulator whose providers' time is `clock`."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=EmulatorApp(clock=clock)),
+                             base_url="http://testserver")
+
+
+def test_mailgun_events_honour_the_range_filters_and_paging():
+    clock = FrozenClock(T0)
+
+    async def go():
+        async with in_process(clock) as client:
+            auth = ("api", MAILGUN_KEY)
+            for i, to in enumerate(["ann@example.com", "bob@example.com", "ann@example.com"]):
+                await client.post(f"/v3/{MAILGUN_DOMAIN}/messages", auth=auth,
+                                  data={"from": "c@x.com", "to": to, "subject": "s", "text": "t",
+                                        "v:winback_key": f"c:M{i}:1"})
+                clock.advance(hours=1)
+            events = f"/v3/{MAILGUN_DOMAIN}/events"
+            undocumented = await client.get(events, auth=auth, params={"user-variables": '{"winback_key": "c:M0:1"}'})
+            since = int((T0 + timedelta(minutes=30)).timestamp())
+            first = await client.get(events, auth=auth, params={"begin": since, "ascending": "yes", "limit": 1,
+                                                                "event": "accepted", "recipient": "ann@example.com"})
+            second = await client.get(first.json()["paging"]["next"], auth=auth)
+            third = await client.get(second.json()["paging"]["next"], auth=auth)
+            rfc2822 = await client.get(events, auth=auth, params={"begin": "Fri, 20 Nov 2026 09:30:00 -0000",
+                                                                  "ascending": "yes"})
+            newest_first = await client.get(events, auth=auth, params={"ascending": "no"})
+            too_many = await client.get(events, auth=auth, params={"ascending": "yes", "limit": 301})
+            return undocumented, first, second, third, rfc2822, newest_first, too_many
+
+    undocumented, first, second, third, rfc2822, newest_first, too_many = asyncio.run(go())
+    assert undocumented.status_code == 400 and "user-variables" in undocumented.json()["message"]
+    # ann's messages since `begin` (M0 is before it, M1 is bob's), one per page; an empty page ends the range.
+    assert first.json()["paging"]["next"].startswith(f"http://testserver/v3/{MAILGUN_DOMAIN}/events/")
+    pages = [first.json()["items"], second.json()["items"], third.json()["items"]]
+    assert [[e["user-variables"]["winback_key"] for e in page] for page in pages] == [["c:M2:1"], [], []]
+    assert [e["user-variables"]["winback_key"] for e in rfc2822.json()["items"]] == ["c:M1:1", "c:M2:1"]
+    assert [e["user-variables"]["winback_key"] for e in newest_first.json()["items"]] == ["c:M2:1", "c:M1:1",
+                                                                                           "c:M0:1"]
+    assert too_many.status_code == 400
+
+
+def test_mailgun_lookup_days_after_the_claim_finds_the_message_in_the_emulator():
+    clock = FrozenClock(T0)
+
+    async def go():
+        async with in_process(clock) as client:
+            channel = MailgunChannel(client, SecretStr(MAILGUN_KEY), MAILGUN_DOMAIN, base_url="http://testserver",
+                                     clock=clock)
+            m = OutboundMessage(key="c:L1:1", channel="email", to="ann@example.com", from_="club@example.com",
+                                subject="s", text="t", claimed_at=T0)
+            [sent] = await channel.send([m])
+            clock.advance(days=3)  # the crash is reconciled three days later
+            found = await channel.lookup(m.key, m)
+            later_claim = dataclasses.replace(m, claimed_at=T0 + timedelta(hours=2))
+            not_yet = await channel.lookup(m.key, later_claim)  # an attempt claimed after that message
+            return sent, found, not_yet
+
+    sent, found, not_yet = asyncio.run(go())
+    assert found.status == "found" and found.provider_message_id == sent.provider_message_id
+    assert not_yet.status == "not_found"
+
+
+def test_twilio_list_filters_by_date_sent_and_pages():
+    clock = FrozenClock(T0)
+
+    async def go():
+        async with in_process(clock) as client:
+            channel = TwilioChannel(client, TWILIO_SID, SecretStr(TWILIO_TOKEN), base_url="http://testserver",
+                                    from_number="+15005550006", clock=clock)
+            sms = [OutboundMessage(key=f"c:T{i}:1", channel="sms", to="+8613800000001", from_="+15005550006",
+                                   text=f"code {i}", claimed_at=clock.now_datetime() if i == 0 else None)
+                   for i in range(3)]
+            for m in sms:
+                await channel.send([m])
+                clock.advance(days=2)
+            url = f"/2010-04-01/Accounts/{TWILIO_SID}/Messages.json"
+            auth = (TWILIO_SID, TWILIO_TOKEN)
+            since = await client.get(url, auth=auth, params={"To": "+8613800000001", "DateSent>": "2026-11-22"})
+            page0 = await client.get(url, auth=auth, params={"To": "+8613800000001", "PageSize": 2})
+            page1 = await client.get(page0.json()["next_page_uri"], auth=auth)
+            found = await channel.lookup(sms[0].key, sms[0])  # six days after its claim
+            return since.json(), page0.json(), page1.json(), found
+
+    since, page0, page1, found = asyncio.run(go())
+    assert [m["body"] for m in since["messages"]] == ["code 2", "code 1"]  # newest first, on and after the day
+    assert [m["body"] for m in page0["messages"]] == ["code 2", "code 1"] and page0["next_page_uri"]
+    assert [m["body"] for m in page1["messages"]] == ["code 0"] and page1["next_page_uri"] is None
+    assert found.status == "found"
+
+
+def test_lookups_bounded_by_a_claim_three_days_back_over_real_http(emu):
+    claimed = SystemClock().now_datetime() - timedelta(days=3)  # the emulator runs on the real time
+
+    async def go():
+        cfg = provider_config_for_emulator(emu.url, email="mailgun")
+        async with Router(cfg) as router:
+            out = []
+            for channel, key, to in (("email", "c:R1:1", "r@example.com"), ("sms", "c:R2:1", "+8613800000002")):
+                ch = router.channel_for(channel)
+                m = OutboundMessage(key=key, channel=channel, to=to, from_="+15005550006", subject="s", text="t",
+                                    claimed_at=claimed)
+                [result] = await ch.send([m])
+                out.append((result.status, (await ch.lookup(key, m)).status))
+            return out
+
+    assert asyncio.run(go()) == [("accepted", "found"), ("accepted", "found")]
 
 
 def test_sendgrid_payload_validation(emu):

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -29,7 +30,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from winback.clock import FrozenClock
 from winback.events import create_app, twilio_signature
+from winback.events.replay import remember_token
 from winback.ledger import Ledger, Outcome
 from winback.render.tokens import make_unsubscribe_token
 
@@ -125,7 +128,7 @@ def make_client(ledger, sendgrid_keys, **overrides) -> AsgiClient:
         "twilio_auth_token": TWILIO_TOKEN,
         "unsubscribe_secret": UNSUB_SECRET,
         "public_url": PUBLIC_URL,
-        "clock": lambda: CLOCK,
+        "clock": FrozenClock(NOW),
     }
     options.update(overrides)
     return AsgiClient(create_app(ledger, **options))
@@ -181,8 +184,11 @@ def test_sendgrid_genuine_events_update_the_ledger(ledger, sendgrid_keys):
     assert list(events["event"]) == ["processed", "delivered", "clicked", "bounced"]
     assert (events["provider_message_id"] == "sgmsg1").all()
     assert events["occurred_at"].iloc[0] == NOW - pd.Timedelta(seconds=30)
-    # SendGrid retries deliveries: the same batch again changes nothing.
-    again = client.post("/webhooks/sendgrid", content=body, headers=headers)
+    # SendGrid retries deliveries, signed anew: the same batch again changes nothing.
+    ts2 = str(int(CLOCK) + 1)
+    again = client.post("/webhooks/sendgrid", content=body, headers={
+        **headers, "X-Twilio-Email-Event-Webhook-Signature": sign_sendgrid(private, body, ts2),
+        "X-Twilio-Email-Event-Webhook-Timestamp": ts2})
     assert again.json() == {"received": 4, "new": 0}
     assert len(ledger.events()) == 4
 
@@ -320,12 +326,12 @@ def test_our_twilio_signature_matches_twilios_own(url, params):
 
 
 def mailgun_payload(event: str, event_id: str, *, severity: str | None = None, key: str = MAILGUN_KEY,
-                    timestamp: int | None = None) -> dict:
+                    timestamp: int | None = None, recipient: str = "c2@example.com") -> dict:
     ts = str(timestamp if timestamp is not None else int(CLOCK))
-    token = hashlib.sha256(event_id.encode()).hexdigest()[:50]
+    token = secrets.token_hex(25)  # Mailgun: a random 50-character string, new for every request
     # Mailgun's documented check: hex HMAC-SHA256 of timestamp + token with the webhook signing key.
     signature = hmac.new(key.encode(), (ts + token).encode(), hashlib.sha256).hexdigest()
-    data = {"event": event, "id": event_id, "timestamp": CLOCK - 10, "recipient": "c2@example.com",
+    data = {"event": event, "id": event_id, "timestamp": CLOCK - 10, "recipient": recipient,
             "message": {"headers": {"message-id": "20261123.abc@mg.example.com"}},
             "user-variables": {"winback_key": "spring:c2:1"}}
     if severity:
@@ -363,6 +369,87 @@ def test_mailgun_forged_or_stale_signatures_are_rejected(sqlite_ledger, sendgrid
     response = make_client(sqlite_ledger, sendgrid_keys).post("/webhooks/mailgun", json=payload)
     assert response.status_code == 403
     assert sqlite_ledger.events().empty and sqlite_ledger.suppressions().empty
+
+
+# -- replays --------------------------------------------------------------------------------------
+
+
+def test_mailgun_replayed_request_is_refused_and_changes_nothing(ledger, sendgrid_keys):
+    client = make_client(ledger, sendgrid_keys)
+    payload = mailgun_payload("failed", "m7", severity="permanent")
+    assert client.post("/webhooks/mailgun", json=payload).status_code == 200
+    before = (ledger.events().copy(), ledger.suppressions().copy())
+    again = client.post("/webhooks/mailgun", json=payload)
+    # 406: Mailgun's documented "rejected, do not retry" answer.
+    assert again.status_code == 406 and "replay" in again.json()["error"]
+    assert len(ledger.events()) == len(before[0]) == 1
+    assert len(ledger.suppressions()) == len(before[1]) == 1
+
+
+def test_mailgun_replay_with_altered_event_data_is_refused(sqlite_ledger, sendgrid_keys):
+    """Mailgun signs only timestamp + token: a captured signature fits any event data until its token is known."""
+    client = make_client(sqlite_ledger, sendgrid_keys)
+    genuine = mailgun_payload("delivered", "m8")
+    assert client.post("/webhooks/mailgun", json=genuine).status_code == 200
+    forged = mailgun_payload("complained", "m8-forged", recipient="nobody@example.org")
+    forged["signature"] = genuine["signature"]
+    forged["event-data"]["user-variables"] = {"winback_key": "spring:ghost:1"}
+    response = client.post("/webhooks/mailgun", json=forged)
+    assert response.status_code == 406
+    assert sqlite_ledger.suppressions().empty
+    assert sqlite_ledger.events()["event"].tolist() == ["delivered"]
+    assert status_of(sqlite_ledger)["c2"] == "delivered"
+
+
+def test_sendgrid_replayed_request_is_refused_even_with_the_twin_signature(ledger, sendgrid_keys):
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
+
+    private, _ = sendgrid_keys
+    body = sendgrid_body(sg_event("spamreport", "e20"))
+    ts = str(int(CLOCK) - 20)
+    signature = sign_sendgrid(private, body, ts)
+    headers = {"X-Twilio-Email-Event-Webhook-Signature": signature, "X-Twilio-Email-Event-Webhook-Timestamp": ts}
+    client = make_client(ledger, sendgrid_keys)
+    assert client.post("/webhooks/sendgrid", content=body, headers=headers).json() == {"received": 1, "new": 1}
+    assert client.post("/webhooks/sendgrid", content=body, headers=headers).status_code == 409
+    # ECDSA's (r, n - s) verifies as well as (r, s): a replay under that signature is the same request.
+    r, s_ = decode_dss_signature(base64.b64decode(signature))
+    twin = base64.b64encode(encode_dss_signature(r, _P256_ORDER - s_)).decode()
+    twin_headers = {**headers, "X-Twilio-Email-Event-Webhook-Signature": twin}
+    assert client.post("/webhooks/sendgrid", content=body, headers=twin_headers).status_code == 409
+    # Altered data under the captured signature is a forgery, refused by the signature check.
+    altered = body.replace(b"spamreport", b"unsubscribe")
+    assert client.post("/webhooks/sendgrid", content=altered, headers=headers).status_code == 403
+    assert len(ledger.events()) == 1 and ledger.suppressions()["reason"].tolist() == ["complained"]
+
+
+_P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551  # n of NIST P-256 (FIPS 186-4)
+
+
+def test_a_token_is_first_once_and_forgotten_after_it_expires(sqlite_ledger):
+    from winback.ledger import schema
+
+    expires = NOW + pd.Timedelta(seconds=300)
+    assert remember_token(sqlite_ledger, "mailgun", "tok-1", expires, NOW) is True
+    assert remember_token(sqlite_ledger, "mailgun", "tok-1", expires, NOW + pd.Timedelta(seconds=299)) is False
+    assert remember_token(sqlite_ledger, "sendgrid", "tok-1", expires, NOW) is True  # per provider
+    later = NOW + pd.Timedelta(seconds=400)
+    assert remember_token(sqlite_ledger, "mailgun", "tok-2", later + pd.Timedelta(seconds=300), later) is True
+    with sqlite_ledger.engine.connect() as conn:
+        left = conn.execute(schema.webhook_tokens.select()).fetchall()
+    assert [(row.provider, row.token) for row in left] == [("mailgun", "tok-2")]  # expired rows deleted
+
+
+def test_a_replay_after_the_window_is_stale_not_new(sqlite_ledger, sendgrid_keys):
+    """The token is forgotten only once its signature is too old to pass anyway."""
+    clock = FrozenClock(NOW)
+    client = make_client(sqlite_ledger, sendgrid_keys, clock=clock)
+    payload = mailgun_payload("delivered", "m30")
+    assert client.post("/webhooks/mailgun", json=payload).status_code == 200
+    clock.advance(seconds=301)
+    assert remember_token(sqlite_ledger, "mailgun", "other", clock.now() + pd.Timedelta(seconds=300), clock.now())
+    assert client.post("/webhooks/mailgun", json=payload).status_code == 403
+    assert len(sqlite_ledger.events()) == 1
 
 
 # -- unsubscribe -----------------------------------------------------------------------------------

@@ -182,7 +182,8 @@ def test_cadence_skips_customers_who_came_back(prefect_harness, fresh_world, led
     pd.concat([orders, new.astype({c: orders[c].dtype for c in new.columns if c in orders})],
               ignore_index=True).to_parquet(fresh_world / "orders.parquet", index=False)
 
-    dispatch_flow(campaign=CAMPAIGN, now="2026-11-27T10:30:00+08:00", world=str(fresh_world),
+    # Three days and a quarter of an hour after the first send (the next 15-minute dispatch).
+    dispatch_flow(campaign=CAMPAIGN, now="2026-11-27T10:45:00+08:00", world=str(fresh_world),
                   ledger_url=ledger_url, emulator_url=emulator.url)
     after = _ledger(ledger_url).rows(cid)
     step2 = after[after["step"].astype(int) == 2]

@@ -68,10 +68,11 @@ def register(app: typer.Typer) -> None:
         url = ledger or os.environ.get("WINBACK_LEDGER_URL")
         console = Console()
         if url:
-            from winback.ledger import Ledger
             from winback.measure.learning import ThompsonLearner
+            from winback.resources import Resources, RunSettings
 
-            with Ledger(url) as book:
+            with Resources(RunSettings(ledger_url=url)) as resources:
+                book = resources.ledger
                 longest = max([c.per_days for c in spec.policy.frequency_caps.values()] or [0])
                 suppressions = book.suppressions()
                 history = book.contact_history(when - _days(longest))

@@ -149,7 +149,7 @@ def claimed_since(message: OutboundMessage | None, clock: Clock | None = None) -
     miss the message and send it twice.
     """
     claimed = message.claimed_at if message is not None else None
-    if claimed is None:
+    if claimed is None or claimed != claimed:  # absent, or pandas' NaT (never equal to itself)
         return None
     claimed = claimed.replace(tzinfo=UTC) if claimed.tzinfo is None else claimed.astimezone(UTC)
     if claimed > (clock or _system_clock()).now_datetime():

@@ -309,9 +309,11 @@ def build_message(row: Mapping[str, Any], settings: SendSettings) -> OutboundMes
         })
     brand = context.get("brand", {}) if isinstance(context, dict) else {}
     from_ = settings.sms_from if channel == "sms" else settings.sender_email
+    claimed = _value(row, "claimed_at")  # bounds the provider's recovery lookup to this attempt's time
     return OutboundMessage(key=key, channel=channel, to=str(to), from_=from_ or "", subject=rendered.subject,
                            html=rendered.html, text=rendered.text, headers=headers, metadata=metadata,
-                           from_name=settings.sender_name or brand.get("name"))
+                           from_name=settings.sender_name or brand.get("name"),
+                           claimed_at=pd.Timestamp(claimed).to_pydatetime() if claimed is not None else None)
 
 
 @dataclass

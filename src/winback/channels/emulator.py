@@ -34,14 +34,17 @@ import urllib.parse
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from email import message_from_bytes
-from email.utils import format_datetime
-from typing import Any
+from email.utils import format_datetime, parsedate_to_datetime
+from typing import TYPE_CHECKING, Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from winback.channels import webhook as webhook_signing
+
+if TYPE_CHECKING:
+    from winback.clock import Clock
 
 # Credentials the emulator accepts; `provider_config_for_emulator` hands the same ones to the channels.
 SENDGRID_KEY = "SG.emulator-key"
@@ -62,6 +65,18 @@ TWILIO_MAGIC_TO = {
     "+15005550009": (21614, "'To' number is not a valid mobile number"),
 }
 _UNIQUE_ARG = re.compile(r"unique_args\['winback_key'\]\s*=\s*\"(?P<key>[^\"]*)\"")
+
+# Mailgun Events API (documentation.mailgun.com, api-reference send/mailgun/events): the query options,
+# and the filter fields this emulator answers. Anything else — `user-variables` included, which is not
+# a documented filter field — is refused with a 400, so a client relying on an undocumented filter
+# fails here rather than silently matching everything in production.
+MAILGUN_EVENT_OPTIONS = {"begin", "end", "ascending", "limit", "pretty"}
+MAILGUN_EVENT_FILTERS = {"event", "recipient", "to", "from", "message-id", "subject"}
+MAILGUN_EVENTS_MAX_LIMIT = 300
+MAILGUN_EVENTS_DEFAULT_LIMIT = 100
+# Twilio's Message list (twilio.com/docs/messaging/api/message-resource#read-multiple-message-resources).
+TWILIO_LIST_FILTERS = {"To", "From", "DateSent", "DateSent>", "DateSent<"}
+TWILIO_MAX_PAGE_SIZE = 1000
 
 
 @dataclass
@@ -88,15 +103,25 @@ class FaultPlan:
 class MessageStore:
     """Every accepted message, by ledger key; thread-safe (the SMTP listener runs in its own thread)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock | None = None) -> None:
+        if clock is None:
+            from winback.clock import SystemClock
+
+            clock = SystemClock()
+        self.clock = clock
         self._lock = threading.Lock()
         self.messages: list[dict[str, Any]] = []
         self.by_key: dict[str, list[dict[str, Any]]] = {}
 
+    def now(self) -> datetime:
+        """The emulator's current time (aware UTC `datetime`)."""
+        return self.clock.now_datetime().astimezone(UTC)
+
     def add(self, provider: str, key: str | None, **fields: Any) -> dict[str, Any]:
-        """Record one accepted message and return it."""
+        """Record one accepted message and return it (`received_at`: ISO UTC; `received_ts`: epoch seconds)."""
+        now = fields.pop("received", None) or self.now()
         record = {"id": fields.pop("id", None) or uuid.uuid4().hex, "provider": provider, "key": key,
-                  "received_at": datetime.now(UTC).isoformat(), **fields}
+                  "received_at": now.isoformat(), "received_ts": now.timestamp(), **fields}
         with self._lock:
             self.messages.append(record)
             if key is not None:
@@ -156,10 +181,10 @@ class EmulatorApp:
     """The ASGI application."""
 
     def __init__(self, *, faults: FaultPlan | None = None, latency_ms: float = 0.0,
-                 store: MessageStore | None = None) -> None:
+                 store: MessageStore | None = None, clock: Clock | None = None) -> None:
         self.faults = faults or FaultPlan()
         self.latency_s = latency_ms / 1000.0
-        self.store = store or MessageStore()
+        self.store = store or MessageStore(clock)
         self.requests = Counter()
         self._open: asyncio.Event | None = None  # made on the server's loop; set = not holding
 
@@ -211,11 +236,12 @@ class EmulatorApp:
             if method == "POST":
                 return await self.faulty(scope, "twilio", lambda: self.twilio_send(parts[2], headers, body))
             if method == "GET":
-                return self.twilio_list(parts[2], headers, query)
+                return self.twilio_list(parts[2], headers, query, path)
         if len(parts) == 3 and parts[0] == "v3" and parts[2] == "messages" and method == "POST":
             return await self.faulty(scope, "mailgun", lambda: self.mailgun_send(parts[1], headers, body))
-        if len(parts) == 3 and parts[0] == "v3" and parts[2] == "events" and method == "GET":
-            return self.mailgun_events(parts[1], headers, query)
+        if len(parts) in (3, 4) and parts[0] == "v3" and parts[2] == "events" and method == "GET":
+            # `/v3/{domain}/events/{page}`: the paging URLs Mailgun hands out (`paging.next`, …).
+            return self.mailgun_events(parts[1], headers, query, page=parts[3] if len(parts) == 4 else None)
         if parts[0] == "hooks" and len(parts) == 2 and method == "POST":
             return await self.faulty(scope, "webhook", lambda: self.webhook_receive(parts[1], headers, body))
         if parts[0] == "hooks" and len(parts) == 4 and parts[2] == "deliveries" and method == "GET":
@@ -308,27 +334,82 @@ class EmulatorApp:
         missing = [f for f in ("from", "to", "subject") if not form.get(f)]
         if missing or not (form.get("text") or form.get("html")):
             return _json(400, {"message": f"'{(missing or ['text'])[0]}' parameter is missing"})
-        message_id = f"{datetime.now(UTC):%Y%m%d%H%M%S}.{uuid.uuid4().hex[:16]}@{domain}"
+        now = self.store.now()
+        message_id = f"{now:%Y%m%d%H%M%S}.{uuid.uuid4().hex[:16]}@{domain}"
         variables = {k[2:]: v for k, v in form.items() if k.startswith("v:")}
-        self.store.add("mailgun", variables.get("winback_key"), id=message_id, to=form["to"],
-                       subject=form.get("subject"), text=form.get("text"), html=form.get("html"),
+        self.store.add("mailgun", variables.get("winback_key"), id=message_id, received=now, to=form["to"],
+                       from_=form.get("from"), subject=form.get("subject"), text=form.get("text"),
+                       html=form.get("html"),
                        headers={k[2:]: v for k, v in form.items() if k.startswith("h:")},
                        user_variables=variables)
         return _json(200, {"id": f"<{message_id}>", "message": "Queued. Thank you."})
 
-    def mailgun_events(self, domain, headers, query):
+    def mailgun_events(self, domain, headers, query, page=None):
+        """The Events API: a time range (`begin`, `end` / `ascending`), filter fields, `limit`, and paging URLs."""
         if _basic_auth(headers) != ("api", MAILGUN_KEY) or domain != MAILGUN_DOMAIN:
             return 401, {"content-type": "text/plain"}, b"Forbidden"
+        if page is not None:  # a paging URL: the query it was made from, with the range already resolved
+            try:
+                state = json.loads(base64.urlsafe_b64decode(page + "=" * (-len(page) % 4)))
+                query, offset = dict(state["q"]), int(state["o"])
+            except (ValueError, KeyError, TypeError):
+                return _json(400, {"message": "invalid page token"})
+        else:
+            offset = 0
+            unknown = sorted(set(query) - MAILGUN_EVENT_OPTIONS - MAILGUN_EVENT_FILTERS)
+            if unknown:
+                return _json(400, {"message": f"'{unknown[0]}' is not a valid filter or query option"})
+            try:
+                query = self._mailgun_range(query)
+            except ValueError as exc:
+                return _json(400, {"message": str(exc)})
+        ascending = query["ascending"] == "yes"
+        low, high = (query["begin"], query.get("end")) if ascending else (query.get("end"), query["begin"])
+        with self.store._lock:
+            found = [m for m in self.store.messages if m["provider"] == "mailgun"]
+        events = [e for e in map(_mailgun_accepted_event, found)
+                  if (low is None or e["timestamp"] >= low) and (high is None or e["timestamp"] <= high)
+                  and _mailgun_matches(e, query)]
+        events.sort(key=lambda e: e["timestamp"], reverse=not ascending)
+        limit = int(query["limit"])
+        items = events[offset:offset + limit]
+        base = f"http://{headers.get('host', '127.0.0.1')}/v3/{domain}/events"
+
+        def url(at: int) -> str:
+            token = base64.urlsafe_b64encode(json.dumps({"q": query, "o": max(at, 0)}).encode()).decode()
+            return f"{base}/{token.rstrip('=')}"
+
+        # Like Mailgun, every paging URL is always there; past the end, `next` answers an empty page.
+        paging = {"next": url(offset + len(items) if items else offset), "previous": url(offset - limit),
+                  "first": url(0), "last": url(max(len(events) - limit, 0))}
+        return _json(200, {"items": items, "paging": paging})
+
+    def _mailgun_range(self, query: dict[str, str]) -> dict[str, Any]:
+        """Resolve `begin`/`end`/`ascending`/`limit` to numbers and a direction, as the Events API reads them."""
+        resolved: dict[str, Any] = {k: v for k, v in query.items() if k in MAILGUN_EVENT_FILTERS}
+        begin = _mailgun_time(query["begin"], "begin") if query.get("begin") else None
+        end = _mailgun_time(query["end"], "end") if query.get("end") else None
+        ascending = query.get("ascending", "").lower()
+        if ascending not in ("", "yes", "no"):
+            raise ValueError("'ascending' must be 'yes' or 'no'")
+        if end is not None and begin is not None:
+            # With both ends, their order gives the direction.
+            ascending = "yes" if begin <= end else "no"
+        elif not ascending:
+            ascending = "no"  # no end and no direction: newest first (the range then ends at the retention limit)
+        if begin is None:
+            # A descending range starts now; an ascending one with no begin runs from the oldest event kept.
+            begin = self.store.now().timestamp() if ascending == "no" else 0.0
         try:
-            wanted = json.loads(query.get("user-variables", "{}"))
+            limit = int(query.get("limit") or MAILGUN_EVENTS_DEFAULT_LIMIT)
         except ValueError:
-            return _json(400, {"message": "user-variables must be JSON"})
-        key = wanted.get("winback_key")
-        found = [m for m in (self.store.find(key) if key else []) if m["provider"] == "mailgun"]
-        items = [{"event": "accepted", "timestamp": time.time(), "recipient": m["to"],
-                  "message": {"headers": {"message-id": m["id"], "to": m["to"], "subject": m["subject"]}},
-                  "user-variables": m["user_variables"]} for m in found]
-        return _json(200, {"items": items, "paging": {}})
+            raise ValueError("'limit' must be an integer") from None
+        if not 1 <= limit <= MAILGUN_EVENTS_MAX_LIMIT:
+            raise ValueError(f"'limit' must be between 1 and {MAILGUN_EVENTS_MAX_LIMIT}")
+        resolved.update(begin=begin, ascending=ascending, limit=limit)
+        if end is not None:
+            resolved["end"] = end
+        return resolved
 
     # -- Twilio --------------------------------------------------------------------------------------
     def _twilio_auth_ok(self, sid, headers):
@@ -350,26 +431,60 @@ class EmulatorApp:
         if not form.get("Body") or not (form.get("From") or form.get("MessagingServiceSid")):
             return _json(400, {"code": 21602, "message": "Message body is required.", "status": 400})
         msid = "SM" + uuid.uuid4().hex
-        now = format_datetime(datetime.now(UTC), usegmt=True)
+        received = self.store.now()
+        now = format_datetime(received, usegmt=True)
         # Twilio has no key field; our key rides in the StatusCallback URL's query (see channels.twilio).
         callback = form.get("StatusCallback", "")
         callback_query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(callback).query))
-        record = self.store.add("twilio", callback_query.get("winback_key"), id=msid, to=to, text=form["Body"], subject=None,
-                                from_=form.get("From"), date_created=now)
+        # Sent at once: the emulator has no queue, so date_sent is the time it was accepted.
+        record = self.store.add("twilio", callback_query.get("winback_key"), id=msid, received=received, to=to,
+                                text=form["Body"], subject=None, from_=form.get("From"), date_created=now,
+                                date_sent=now)
         return _json(201, {"sid": msid, "account_sid": sid, "to": to, "from": form.get("From"),
                            "body": record["text"], "status": "queued", "date_created": now,
                            "num_segments": "1", "direction": "outbound-api"})
 
-    def twilio_list(self, sid, headers, query):
+    def twilio_list(self, sid, headers, query, path):
+        """Read multiple Messages: `To`, `From`, `DateSent` / `DateSent>` / `DateSent<` (GMT dates, inclusive),
+        newest first, `PageSize` per page and `next_page_uri` to the next one (null on the last)."""
         if not self._twilio_auth_ok(sid, headers):
             return _json(401, {"code": 20003, "message": "Authenticate", "status": 401})
-        to = query.get("To")
+        try:
+            days = {k: _twilio_day(query[k]) for k in ("DateSent", "DateSent>", "DateSent<") if query.get(k)}
+            size = int(query.get("PageSize") or 50)
+            page = int(query.get("Page") or 0)
+        except ValueError as exc:
+            return _json(400, {"code": 20001, "message": f"Invalid parameter: {exc}", "status": 400})
+        if not 1 <= size <= TWILIO_MAX_PAGE_SIZE or page < 0:
+            return _json(400, {"code": 20001, "message": "PageSize must be between 1 and 1000", "status": 400})
         with self.store._lock:
-            found = [m for m in self.store.messages if m["provider"] == "twilio" and (to is None or m["to"] == to)]
-        size = int(query.get("PageSize", 50) or 50)
+            found = [m for m in self.store.messages if m["provider"] == "twilio"]
+
+        def keep(m: dict[str, Any]) -> bool:
+            day = datetime.fromisoformat(m["received_at"]).astimezone(UTC).date()
+            return ((query.get("To") is None or m["to"] == query["To"])
+                    and (query.get("From") is None or m.get("from_") == query["From"])
+                    and ("DateSent" not in days or day == days["DateSent"])
+                    and ("DateSent>" not in days or day >= days["DateSent>"])
+                    and ("DateSent<" not in days or day <= days["DateSent<"]))
+
+        found = sorted(filter(keep, found), key=lambda m: m["received_ts"], reverse=True)
+        chunk = found[page * size:(page + 1) * size]
+        filters = {k: v for k, v in query.items() if k in TWILIO_LIST_FILTERS}
+
+        def uri(n: int) -> str:
+            token = {"PageToken": f"PA{chunk[-1]['id']}"} if n > page and chunk else {}
+            return f"{path}?{urllib.parse.urlencode({**filters, 'PageSize': size, 'Page': n, **token})}"
+
+        more = (page + 1) * size < len(found)
         return _json(200, {"messages": [{"sid": m["id"], "to": m["to"], "from": m.get("from_"), "body": m["text"],
-                                         "status": "sent", "date_created": m["date_created"]}
-                                        for m in found[:size]], "page": 0, "page_size": size})
+                                         "status": "sent", "direction": "outbound-api",
+                                         "date_created": m["date_created"], "date_sent": m.get("date_sent")}
+                                        for m in chunk],
+                           "page": page, "page_size": size, "start": page * size,
+                           "end": page * size + max(len(chunk) - 1, 0), "uri": uri(page), "first_page_uri": uri(0),
+                           "next_page_uri": uri(page + 1) if more else None,
+                           "previous_page_uri": uri(page - 1) if page > 0 else None})
 
     # -- webhook gateway -----------------------------------------------------------------------------
     def webhook_receive(self, name, headers, body):
@@ -441,6 +556,48 @@ class _Dropped(Exception):
     pass
 
 
+def _mailgun_time(value: str, name: str) -> float:
+    """A Mailgun time: epoch seconds or an RFC 2822 date (`Fri, 3 May 2013 09:00:00 -0000`)."""
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        raise ValueError(f"'{name}' must be epoch seconds or an RFC 2822 date") from None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
+def _mailgun_accepted_event(m: dict[str, Any]) -> dict[str, Any]:
+    """The `accepted` event Mailgun logs for a message it queued."""
+    return {"id": uuid.uuid5(uuid.NAMESPACE_URL, f"accepted:{m['id']}").hex, "event": "accepted",
+            "timestamp": m["received_ts"], "log-level": "info", "recipient": m["to"],
+            "message": {"headers": {"message-id": m["id"], "to": m["to"], "from": m.get("from_"),
+                                    "subject": m["subject"]}},
+            "user-variables": m.get("user_variables") or {}}
+
+
+def _mailgun_matches(event: dict[str, Any], query: dict[str, Any]) -> bool:
+    """Exact (case-insensitive) match on each filter field present in the query."""
+    headers = event["message"]["headers"]
+    fields = {"event": event["event"], "recipient": event["recipient"], "to": headers.get("to"),
+              "from": headers.get("from"), "message-id": headers.get("message-id"), "subject": headers.get("subject")}
+    for name in MAILGUN_EVENT_FILTERS & set(query):
+        actual = str(fields.get(name) or "")
+        if name in ("to", "from"):  # address headers: the address mentioned in them
+            if query[name].lower() not in actual.lower():
+                return False
+        elif actual.lower() != str(query[name]).lower():
+            return False
+    return True
+
+
+def _twilio_day(value: str) -> date:
+    """A `DateSent` value: `YYYY-MM-DD` (a longer ISO timestamp counts by its date)."""
+    return date.fromisoformat(value.strip()[:10])
+
+
 class _SmtpHandler:
     """aiosmtpd handler recording each message by its X-Winback-Key header; faults as 421/451."""
 
@@ -469,10 +626,11 @@ class _SmtpHandler:
 
 
 def build_app(*, fault_rate: float = 0.0, latency_ms: float = 0.0, seed: int = 0,
-              slow_seconds: float = 5.0, kinds: tuple[str, ...] = FAULT_KINDS) -> EmulatorApp:
-    """A fresh emulator app."""
+              slow_seconds: float = 5.0, kinds: tuple[str, ...] = FAULT_KINDS,
+              clock: Clock | None = None) -> EmulatorApp:
+    """A fresh emulator app (`clock`: the providers' time; the system clock by default)."""
     return EmulatorApp(faults=FaultPlan(rate=fault_rate, kinds=kinds, slow_seconds=slow_seconds, seed=seed),
-                       latency_ms=latency_ms)
+                       latency_ms=latency_ms, clock=clock)
 
 
 def _free_port(host: str) -> int:

@@ -69,11 +69,10 @@ def register(app: typer.Typer) -> None:
         """Demo only: simulate the campaign's customers' returns from the ground truth into WORLD/orders.parquet."""
         import pandas as pd
 
-        from winback import config
         from winback.demo.returns import contacts_from_ledger, replace_simulated_orders, simulate_returns
         from winback.demo.storage import METADATA_FILE
         from winback.errors import DataError
-        from winback.ledger import Ledger
+        from winback.resources import Resources, RunSettings
         from winback.sources.files import read_table, write_table
 
         truth_file, orders_file = world / "truth.parquet", world / "orders.parquet"
@@ -84,8 +83,8 @@ def register(app: typer.Typer) -> None:
         if seed is None:
             meta = world / METADATA_FILE
             seed = int(json.loads(meta.read_text(encoding="utf-8")).get("seed") or 0) if meta.exists() else 0
-        with Ledger(config.ledger_url(ledger)) as book:
-            rows = book.rows(campaign)
+        with Resources(RunSettings(ledger_url=ledger)) as resources:
+            rows = resources.ledger.rows(campaign)
         if rows.empty:
             raise DataError(f"the ledger has no rows for campaign {campaign!r}",
                             hint="plan and send the campaign first (`winback run …`)")

@@ -157,7 +157,7 @@ def main() -> int:
     from winback.campaigns import load_campaign
     from winback.channels.emulator import EmulatorServer
     from winback.cli import main as winback
-    from winback.ledger import Ledger
+    from winback.resources import Resources, RunSettings
 
     campaign = load_campaign(CAMPAIGN)
     world_dir = str(OUT / "world")
@@ -173,8 +173,12 @@ def main() -> int:
 
         simulated = False
         days = sorted({1, *[s.day for s in campaign.cadence[1:]], *[s.day + 1 for s in campaign.cadence[1:]]})
-        console.print(f"[bold]4. Dispatch[/] on days {', '.join(map(str, days))}: sends deferred by quiet hours, "
-                      "then later cadence steps (only for customers who have not come back)")
+        # The every-15-minutes deployment, sampled: a Shanghai late morning and a New York / London
+        # morning each simulated day, so every zone's send window comes round.
+        slots = [pd.Timedelta(hours=1, minutes=30), pd.Timedelta(hours=13, minutes=30)]
+        console.print(f"[bold]4. Dispatch[/] on days {', '.join(map(str, days))} at 11:00 and 23:00 Shanghai time: "
+                      "sends deferred by quiet hours, then later cadence steps (only for customers who have not "
+                      "come back)")
         for day in days:
             if day > 1 and not simulated:
                 # Step 1 has gone out to everyone (quiet-hour deferrals included): play the return window.
@@ -184,13 +188,24 @@ def main() -> int:
                 if code:
                     return code
                 simulated = True
-            when = (START + pd.Timedelta(days=day)).isoformat()
-            result = dispatch_flow(campaign=str(CAMPAIGN), now=when, world=world_dir, ledger_url=ledger_url,
-                                   emulator_url=emulator_url)
-            r = result.get(campaign.id, {})
-            console.print(f"   day {day:>2}: {r.get('followups_planned', 0):,} follow-ups planned, "
-                          f"{r.get('sent', 0):,} sent, {sum(r.get('failed', {}).values()):,} failed",
-                          highlight=False)
+            planned = sent = failed = deferred = 0
+            for slot in slots:
+                when = (START + pd.Timedelta(days=day) + slot).isoformat()
+                r = dispatch_flow(campaign=str(CAMPAIGN), now=when, world=world_dir, ledger_url=ledger_url,
+                                  emulator_url=emulator_url).get(campaign.id, {})
+                planned += r.get("followups_planned", 0)
+                sent += r.get("sent", 0)
+                failed += sum(r.get("failed", {}).values())
+                deferred += sum(n for k, n in r.get("gated", {}).items() if k.startswith("deferred"))
+            console.print(f"   day {day:>2}: {planned:,} follow-ups planned, {sent:,} sent, {failed:,} failed, "
+                          f"{deferred:,} deferred to the recipient's next send window", highlight=False)
+        with Resources(RunSettings(ledger_url=ledger_url)) as resources:
+            book = resources.ledger.rows(campaign.id)
+        treated = book[book["arm"] == "treatment"]
+        by_step = treated.groupby("step")["state"].value_counts().unstack(fill_value=0)
+        console.print("   treatment rows by cadence step: " + "; ".join(
+            f"step {step}: " + ", ".join(f"{state} {n:,}" for state, n in row.items() if n)
+            for step, row in by_step.iterrows()), highlight=False)
         stats = emulator.stats()
         console.print(f"   the emulator accepted {stats['accepted']:,} messages for {stats['unique_keys']:,} "
                       f"ledger keys: {stats['duplicates']} duplicates", highlight=False)
@@ -203,7 +218,8 @@ def main() -> int:
 
     run = measure_from_ledger(campaign.id, ledger_url=ledger_url, window_days=campaign.attribution_window_days,
                               world=world_dir, as_of=pd.Timestamp(measure_as_of), learn=False)
-    rows = Ledger(ledger_url).rows(campaign.id)
+    with Resources(RunSettings(ledger_url=ledger_url)) as resources:
+        rows = resources.ledger.rows(campaign.id)
     truth = pd.read_parquet(OUT / "world" / "truth.parquet")
     window = campaign.attribution_window_days
     console.print(results_table(run, truth, rows, "offer", f"Return within {window} days, by offer (intention to treat)"))

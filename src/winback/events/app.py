@@ -6,6 +6,12 @@ records nothing. A provider whose key is not configured answers 503 (the provide
 unsigned events are never accepted). Ledger writes run in the thread pool (SQLAlchemy is sync);
 a ledger failure answers 503 so the provider retries — events are de-duplicated, so a retry is safe.
 
+A validly signed request seen before is a replay (`winback.events.replay`): Mailgun's token and
+SendGrid's signed timestamp + body are remembered for the signature's window, and a second delivery
+answers 406 for Mailgun (its documented "rejected, do not retry" answer) and 409 for SendGrid (which
+retries any non-2xx for a day; its own retries come signed anew) and changes nothing. Time — the
+signature's age and the tokens' expiry — comes from the injected `clock`.
+
 Unsubscribe: `GET /unsubscribe/{token}` only shows a confirmation page (mail scanners prefetch
 links, so GET never changes anything); `POST` with `List-Unsubscribe=One-Click` (RFC 8058, sent by
 mail clients and by the page's own button) suppresses the customer on that channel at once.
@@ -13,14 +19,14 @@ mail clients and by the page's own button) suppresses the customer on that chann
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import logging
-import time
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
+import pandas as pd
 from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -28,8 +34,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from winback.clock import Clock, SystemClock
 from winback.errors import ConfigError, DataError, LedgerError
 from winback.events.normalize import DeliveryEvent, mailgun_event, sendgrid_events, twilio_event
+from winback.events.replay import forget_token, remember_token
 from winback.events.signatures import (
     DEFAULT_MAX_AGE_S,
     SignatureError,
@@ -40,6 +48,11 @@ from winback.events.signatures import (
 )
 
 log = logging.getLogger("winback.events")
+
+# What a replayed (already seen) signed request answers, per provider: Mailgun does not retry a 406
+# (documentation.mailgun.com, webhooks: automatic retries); SendGrid retries every non-2xx for up to
+# 24 hours whatever the code, so 409 simply says what happened.
+REPLAY_STATUS = {"mailgun": 406, "sendgrid": 409}
 
 MAX_BODY_BYTES = 5 * 1024 * 1024  # SendGrid batches events; 5 MB is far above a real batch
 _NO_STORE = {"Cache-Control": "no-store", "X-Robots-Tag": "noindex", "Referrer-Policy": "no-referrer"}
@@ -59,10 +72,14 @@ def create_app(
     twilio_auth_token: str | SecretStr | None = None,
     unsubscribe_secret: str | SecretStr | None = None,
     public_url: str | None = None,
-    clock: Callable[[], float] = time.time,
+    clock: Clock | None = None,
     max_age_s: float = DEFAULT_MAX_AGE_S,
 ) -> Starlette:
-    """Build the events ASGI app over a `Ledger`; keys left None disable that endpoint (503)."""
+    """Build the events ASGI app over a `Ledger`; keys left None disable that endpoint (503).
+
+    `clock` (default: the system clock) dates the signature-age check and the replay tokens' expiry.
+    """
+    clock = clock or SystemClock()
     sg_text = _reveal(sendgrid_public_key)
     sg_key = load_sendgrid_public_key(sg_text) if sg_text else None
     mg_key = _reveal(mailgun_signing_key)
@@ -79,6 +96,24 @@ def create_app(
 
         return await run_in_threadpool(write)
 
+    async def first_time(provider: str, token: str, signed_at: str, now: pd.Timestamp) -> None:
+        """Refuse a signed token seen before; remember it until its signature would be stale."""
+        expires_at = pd.Timestamp(float(signed_at) + max_age_s, unit="s", tz="UTC")
+        if not await run_in_threadpool(remember_token, ledger, provider, token, expires_at, now):
+            log.warning("rejected %s webhook: replay of a request already received", provider)
+            raise _Reject(REPLAY_STATUS[provider], "replayed webhook: this signed request was already received")
+
+    async def record_once(provider: str, token: str, events: list[DeliveryEvent]) -> int:
+        try:
+            return await record(events)
+        except LedgerError:
+            # Not processed: the provider retries (503), and that retry must not be taken for a replay.
+            try:
+                await run_in_threadpool(forget_token, ledger, provider, token)
+            except LedgerError:
+                log.error("could not forget the %s webhook token of a request that failed", provider)
+            raise
+
     async def read_body(request: Request) -> bytes:
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
@@ -92,11 +127,16 @@ def create_app(
         if sg_key is None:
             return _error(503, "SendGrid webhook verification key is not configured")
         body = await read_body(request)
-        verify_sendgrid(sg_key, body, request.headers.get("x-twilio-email-event-webhook-signature"),
-                        request.headers.get("x-twilio-email-event-webhook-timestamp"), now=clock(),
-                        max_age_s=max_age_s)
+        timestamp = request.headers.get("x-twilio-email-event-webhook-timestamp") or ""
+        now = clock.now()
+        verify_sendgrid(sg_key, body, request.headers.get("x-twilio-email-event-webhook-signature"), timestamp,
+                        now=now.timestamp(), max_age_s=max_age_s)
+        # The token names what was signed — timestamp and body — rather than the signature itself: an
+        # ECDSA signature (r, s) has a twin (r, n − s) that verifies as well, so a replay could carry it.
+        token = f"{timestamp}:{hashlib.sha256(timestamp.encode() + b'.' + body).hexdigest()}"
+        await first_time("sendgrid", token, timestamp, now)
         events = sendgrid_events(_json(body))
-        new = await record(events)
+        new = await record_once("sendgrid", token, events)
         log.info("sendgrid webhook: %d events, %d new", len(events), new)
         return JSONResponse({"received": len(events), "new": new})
 
@@ -122,10 +162,14 @@ def create_app(
         if mg_key is None:
             return _error(503, "Mailgun webhook signing key is not configured")
         payload = _json(await read_body(request))
-        verify_mailgun(mg_key, payload.get("signature") if isinstance(payload, dict) else None, now=clock(),
-                       max_age_s=max_age_s)
+        signature = payload.get("signature") if isinstance(payload, dict) else None
+        now = clock.now()
+        verify_mailgun(mg_key, signature, now=now.timestamp(), max_age_s=max_age_s)
+        # Mailgun signs only timestamp + token, not the event data: the token is what makes a request unique.
+        token = str(signature["token"])
+        await first_time("mailgun", token, str(signature["timestamp"]), now)
         event = mailgun_event(payload)
-        new = await record([event])
+        new = await record_once("mailgun", token, [event])
         log.info("mailgun webhook: %s, new=%s", event.event, bool(new))
         return JSONResponse({"received": 1, "new": new})
 

@@ -25,11 +25,11 @@ def register(app: typer.Typer) -> None:
         from winback.config import secret
         from winback.errors import ConfigError
         from winback.events.app import create_app
-        from winback.ledger import Ledger
+        from winback.resources import Resources, RunSettings
 
         if not 0 < port < 65536:
             raise ConfigError(f"port must be between 1 and 65535, got {port}", field="--port")
-        led = Ledger(ledger)
+        led = Resources(RunSettings(ledger_url=ledger)).ledger
         keys = {
             "sendgrid_public_key": secret("WINBACK_SENDGRID_WEBHOOK_PUBLIC_KEY"),
             "mailgun_signing_key": secret("WINBACK_MAILGUN_SIGNING_KEY"),

@@ -50,11 +50,15 @@ def register(app: typer.Typer) -> None:
             raise ConfigError("must be a positive number of days", field="--window-days")
         if revenue_method not in ("welch", "bootstrap"):
             raise ConfigError("must be welch or bootstrap", field="--revenue-method")
+        from winback.campaigns.loading import find_campaign
         from winback.config import ledger_url, parse_timestamp, utc_now
         from winback.measure.run import measure_from_ledger, resolve_orders
 
         orders_path = resolve_orders(orders, world)
-        cutoff = parse_timestamp(as_of) if as_of else utc_now()
+        spec = find_campaign(campaign_id)
+        # A bare date is the end of that day in the campaign's own zone, as in `plan` and `run`.
+        zone = spec.policy.default_timezone if spec is not None else None
+        cutoff = (parse_timestamp(as_of, **({"tz": zone} if zone else {})) if as_of else utc_now())
         run = measure_from_ledger(
             campaign_id, ledger_url=ledger_url(ledger), window_days=window_days, orders=orders_path,
             as_of=cutoff, out_dir=Path(out) if out else None, learn=learn, revenue_method=revenue_method, seed=seed,

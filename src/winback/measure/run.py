@@ -82,15 +82,15 @@ def measure_from_ledger(
     currency: str = "",
 ) -> MeasureRun:
     """Measure a campaign from the ledger against orders; write artifacts to `out_dir`; store offer results."""
-    from winback.ledger import Ledger
     from winback.measure.learning import offer_results_from
     from winback.measure.report import render_markdown, write_outputs
 
     own = ledger is None
     if own:
-        from winback.config import ledger_url as default_url
+        from winback.resources import Resources, RunSettings
 
-        ledger = Ledger(default_url(ledger_url))
+        resources = Resources(RunSettings(ledger_url=ledger_url))
+        ledger = resources.ledger
     try:
         rows = ledger.rows(campaign_id)
         if rows.empty:
@@ -109,4 +109,4 @@ def measure_from_ledger(
         return run
     finally:
         if own:
-            ledger.close()
+            resources.close()

@@ -58,6 +58,7 @@ Orders after `as_of` are ignored (they are the future of a backtest); orders of 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -369,9 +370,14 @@ def _fit_models(x, t_x, T, n_tx, tx_mean, params: SegmentParams) -> CustomerMode
         idx = np.flatnonzero(positive)
         if len(idx) > params.gamma_gamma_max_fit_customers:
             # Three parameters are pinned down by a large random sample; the full fit costs seconds.
+            # Drawn from the customers sorted by (n_tx, tx_mean), not in the caller's order, so that
+            # segment_customers (customers in input order) and fit_customer_models (in id order)
+            # draw the same sample from the same orders.
+            idx = idx[np.lexsort((tx_mean[idx], n_tx[idx]))]
             rng = np.random.default_rng(params.fit_seed)
-            idx = np.sort(rng.choice(idx, size=params.gamma_gamma_max_fit_customers, replace=False))
-        mean = float(np.mean(tx_mean[idx]))
+            idx = idx[np.sort(rng.choice(len(idx), size=params.gamma_gamma_max_fit_customers, replace=False))]
+        # fsum: exactly rounded whatever the order (the mean is the fit's start and ridge centre).
+        mean = math.fsum(tx_mean[idx].tolist()) / len(idx)
         gg = fit_gamma_gamma(n_tx[idx], tx_mean[idx], ridge=params.fit_ridge, initial=(2.0, 3.0, mean))
     return CustomerModels(bg, gg)
 

@@ -340,6 +340,16 @@ def fit_gamma_gamma(frequency, monetary, weights=None, *, ridge: float = 0.0,
     x, m, w = x[keep], m[keep], w[keep]
     if len(x) == 0:
         raise DataError("no customer with a positive spend to fit the Gamma-Gamma model on")
+    # Identical (x, m) rows collapsed, in sorted order: the likelihood's sums (np.dot) then add the
+    # same numbers in the same order whatever order the customers come in. On degenerate data
+    # (e.g. every order the same amount, where the MLE runs off to p, q -> inf) L-BFGS-B is so
+    # ill-conditioned that last-digit differences in those sums send it to a different stopping
+    # point, and segment_customers and fit_customer_models (customers in input vs id order) gave
+    # expected_order_value 100.0117 vs 100.0006 on the same orders.
+    order = np.lexsort((w, m, x))
+    x, m, w = x[order], m[order], w[order]
+    start = np.flatnonzero(np.r_[True, (x[1:] != x[:-1]) | (m[1:] != m[:-1])])
+    x, m, w = x[start], m[start], np.add.reduceat(w, start)
     if initial is None:
         mean = float(np.dot(w, m) / w.sum())
         initial = (1.0, 2.0, mean)  # population mean γp/(q-1) starts at the sample mean
@@ -434,10 +444,16 @@ def _unit_days(unit: str) -> float:
 
 
 def _aggregate(w, *cols):
-    """Collapse identical rows, adding their weights (a hash group-by, cheaper than a sort)."""
+    """Collapse identical rows, adding their weights, in sorted order.
+
+    Sorted (not first-appearance order): the fit's sums then do not depend on the order of the
+    customers, so a fit on the same customers in another order gives the same bits (see
+    fit_gamma_gamma). Sorting the distinct groups costs no more than the hash group-by (0.24 vs
+    0.30 s for 1M rows, 580k distinct).
+    """
     frame = pd.DataFrame({f"c{i}": c for i, c in enumerate(cols)})
     frame["w"] = w
-    grouped = frame.groupby([f"c{i}" for i in range(len(cols))], sort=False)["w"].sum().reset_index()
+    grouped = frame.groupby([f"c{i}" for i in range(len(cols))], sort=True)["w"].sum().reset_index()
     return (*(grouped[f"c{i}"].to_numpy(dtype=float) for i in range(len(cols))),
             grouped["w"].to_numpy(dtype=float))
 
