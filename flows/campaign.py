@@ -21,9 +21,15 @@ from winback.resources import RunSettings
 
 
 def _run_name() -> str:
+    """`老客回流 · 2026 冬季挽回 · 2026-11-23`: the campaign's own name and the business date."""
+    from winback.campaigns.loading import find_campaign
+
     params = flow_run.parameters
-    campaign = str(params.get("campaign", "campaign")).rsplit("/", 1)[-1].removesuffix(".yaml")
-    return f"{campaign} · {params.get('as_of') or 'today'}" + (" · dry run" if params.get("dry_run") else "")
+    ref = str(params.get("campaign", "campaign"))
+    spec = find_campaign(ref)
+    name = spec.name if spec is not None else ref.rsplit("/", 1)[-1].removesuffix(".yaml")
+    day = params.get("as_of") or (str(flow_run.scheduled_start_time)[:10] if flow_run.scheduled_start_time else "today")
+    return f"{name} · {day}" + (" · dry run" if params.get("dry_run") else "")
 
 
 @flow(name="winback-campaign", flow_run_name=_run_name, log_prints=False)

@@ -10,30 +10,48 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from flows.artifacts import artifact_key
-from winback.config import ledger_url as default_ledger_url
+from winback.clock import Clock
 from winback.config import parse_timestamp
+from winback.errors import ConfigError
+from winback.resources import Resources, RunSettings
 
 
 def _run_name() -> str:
     params = flow_run.parameters
-    return f"measure {params.get('campaign')} · {params.get('window_days', 30)} days"
+    return f"measure {params.get('campaign') or 'open campaigns'} · {params.get('window_days', 30)} days"
+
+
+@task(name="campaigns to measure", cache_policy=NO_CACHE)
+def campaigns_to_measure_task(settings: RunSettings, campaign: str | None, window_days: int) -> list[str]:
+    """The named campaign (checked against the ledger), or every campaign whose window is open or just closed."""
+    from winback.measure.run import campaigns_to_measure
+
+    with Resources(settings) as resources:
+        known = resources.ledger.campaigns()
+        if campaign:
+            if campaign not in known:
+                raise ConfigError(f"no campaign {campaign!r} in the ledger; known: {', '.join(known) or '(none)'}",
+                                  field="campaign")
+            return [campaign]
+        return campaigns_to_measure(resources.ledger, now=resources.clock.now(), window_days=window_days)
 
 
 @task(name="measure campaign", cache_policy=NO_CACHE)
 def measure_task(campaign_id: str, window_days: int, orders: str | None, world: str | None,
-                 ledger_url: str, as_of: str | None, out_dir: str | None):
+                 settings: RunSettings, as_of, out_dir: str | None):
     """Attribution, uplift with CIs, cost and ROI; writes the report, table and plots; stores offer results."""
     from winback.measure import measure_from_ledger
 
-    return measure_from_ledger(
-        campaign_id, ledger_url=ledger_url, window_days=window_days, orders=orders, world=world,
-        as_of=parse_timestamp(as_of), out_dir=Path(out_dir) if out_dir else None, learn=True,
-    )
+    with Resources(settings) as resources:
+        return measure_from_ledger(
+            campaign_id, ledger=resources.ledger, window_days=window_days, orders=orders, world=world,
+            as_of=as_of, out_dir=Path(out_dir) if out_dir else None, learn=True, orders_option="orders",
+        )
 
 
 @flow(name="winback-measure", flow_run_name=_run_name)
 def measure_flow(
-    campaign: str,
+    campaign: str | None = None,
     window_days: int = 30,
     orders: str | None = None,
     world: str | None = None,
@@ -41,12 +59,22 @@ def measure_flow(
     as_of: str | None = None,
     out_dir: str | None = None,
 ) -> dict:
-    """Measure a campaign: return rate and revenue per arm, uplift with 95% CIs, offer cost, ROI."""
-    url = default_ledger_url(ledger_url)
-    result = measure_task(campaign, window_days, orders, world, url, as_of, out_dir)
-    create_markdown_artifact(result.markdown, key=artifact_key(campaign, "uplift"),
-                             description=f"Uplift report of {campaign}")
-    create_table_artifact(result.by_offer_records(), key=artifact_key(campaign, "uplift-by-offer"),
-                          description=f"Uplift per offer of {campaign}")
-    get_run_logger().info("Measured %s: %s", campaign, result.headline())
-    return result.to_json()
+    """Measure a campaign (by id; default: every campaign whose attribution window is open or just
+    closed), orders from the campaign's own sources: return rate and revenue per arm, uplift with 95%
+    CIs, offer cost, ROI."""
+    if window_days <= 0:
+        raise ConfigError("must be a positive number of days", field="window_days")
+    clock = Clock.starting_at(parse_timestamp(as_of, option="as_of"))
+    settings = RunSettings.from_env(ledger_url=ledger_url, now=clock.now() if as_of else None)
+    results = {}
+    for campaign_id in campaigns_to_measure_task(settings, campaign, window_days):
+        result = measure_task(campaign_id, window_days, orders, world, settings, clock.now(), out_dir)
+        create_markdown_artifact(result.markdown, key=artifact_key(campaign_id, "uplift"),
+                                 description=f"Uplift report of {campaign_id}")
+        create_table_artifact(result.by_offer_records(), key=artifact_key(campaign_id, "uplift-by-offer"),
+                              description=f"Uplift per offer of {campaign_id}")
+        get_run_logger().info("Measured %s: %s", campaign_id, result.headline())
+        results[campaign_id] = result.to_json()
+    if not results:
+        get_run_logger().info("No campaign with an open attribution window in the ledger")
+    return results if campaign is None else results[campaign]

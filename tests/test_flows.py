@@ -119,7 +119,7 @@ def test_flow_runs_and_artifacts_are_readable_through_the_api(prefect_harness, w
 
     runs, artifacts = asyncio.run(read())
     names = [r.name for r in runs]
-    assert any(n.startswith("cn_retail_winback · 2026-11-23") for n in names), names
+    assert any(n.startswith("老客回流 · 2026 冬季挽回 · 2026-11-23") for n in names), names
     assert artifacts, f"no artifact {key!r}"
     assert "Exclusions by reason" in artifacts[0].data and "dry run" in artifacts[0].data
 

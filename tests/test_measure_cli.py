@@ -118,7 +118,7 @@ def test_human_table(world, capsys):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["nope", "--orders", "{orders}"], "campaign 'nope' has no rows"),
+        (["nope", "--orders", "{orders}"], "no campaign 'nope' in the ledger; known: spring"),
         (["spring", "--orders", "{orders}", "--window-days", "0"], "--window-days"),
         (["spring"], "no orders to measure against"),
         (["spring", "--orders", "{tmp}/missing.parquet"], "file not found"),

@@ -278,6 +278,9 @@ class Policy(Strict):
     # The cap protects customers from several campaigns at once; this campaign's own cadence is
     # designed, so by default its earlier steps do not count against it.
     cap_includes_own_cadence: bool = False
+    # How long a message the provider throttles (429 / Retry-After) may keep waiting before it is
+    # deferred to a later dispatch; unset: until the end of that day's send window in the recipient's zone.
+    throttle_wait_minutes: PositiveInt | None = None
 
     @field_validator("default_timezone")
     @classmethod

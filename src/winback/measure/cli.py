@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
         from winback.config import ledger_url, parse_timestamp, utc_now
         from winback.measure.run import measure_from_ledger, resolve_orders
 
-        orders_path = resolve_orders(orders, world)
+        orders_path = resolve_orders(orders, world, campaign_id)
         spec = find_campaign(campaign_id)
         # A bare date is the end of that day in the campaign's own zone, as in `plan` and `run`.
         zone = spec.policy.default_timezone if spec is not None else None

@@ -51,8 +51,10 @@ class MeasureRun:
                 f"net incremental value {r.net_incremental_value:,.2f}; ROI {roi}")
 
 
-def resolve_orders(orders: str | Path | None, world: str | Path | None) -> str:
-    """The orders file: the explicit path, else the demo world's orders.parquet."""
+def resolve_orders(orders: str | Path | None, world: str | Path | None, campaign_id: str | None = None,
+                   *, option: str = "--orders") -> str:
+    """The orders file: the explicit path, else the demo world's orders.parquet, else the campaign's own
+    `sources.orders` (its campaign file found by id in campaigns/)."""
     if orders:
         return str(orders)
     if world:
@@ -61,8 +63,32 @@ def resolve_orders(orders: str | Path | None, world: str | Path | None) -> str:
             if path.exists():
                 return str(path)
         raise DataError("no orders.parquet or orders.csv in the world folder", file=str(world))
-    raise ConfigError("no orders to measure against", field="--orders",
-                      hint="pass --orders PATH (CSV or Parquet) or --world DIR (a demo-data folder)")
+    if campaign_id:
+        from winback.campaigns.loading import find_campaign
+
+        spec = find_campaign(campaign_id)
+        if spec is not None:
+            own = spec.sources.resolved(spec.base_dir).get("orders")
+            if own:
+                return str(own)
+    raise ConfigError("no orders to measure against", field=option,
+                      hint=f"give {option} (CSV or Parquet), a demo world, or a campaign file in campaigns/ "
+                      "whose sources.orders names them")
+
+
+def campaigns_to_measure(ledger, *, now: pd.Timestamp, window_days: int, grace_days: int = 2) -> list[str]:
+    """Campaigns in the ledger whose attribution window is open, or closed less than `grace_days` ago."""
+    out = []
+    for campaign_id in ledger.campaigns():
+        rows = ledger.rows(campaign_id)
+        first = pd.to_datetime(rows["sent_at"], utc=True).fillna(pd.to_datetime(rows["send_at_utc"], utc=True))
+        start = first.min()
+        if pd.isna(start) or start > now:
+            continue
+        last = first.max()
+        if last + pd.Timedelta(days=window_days + grace_days) >= now:
+            out.append(campaign_id)
+    return out
 
 
 def measure_from_ledger(
@@ -80,6 +106,7 @@ def measure_from_ledger(
     revenue_method: str = "welch",
     seed: int = 0,
     currency: str = "",
+    orders_option: str = "--orders",
 ) -> MeasureRun:
     """Measure a campaign from the ledger against orders; write artifacts to `out_dir`; store offer results."""
     from winback.measure.learning import offer_results_from
@@ -95,9 +122,10 @@ def measure_from_ledger(
         rows = ledger.rows(campaign_id)
         if rows.empty:
             known = ledger.campaigns()
-            raise DataError(f"campaign {campaign_id!r} has no rows in the ledger",
-                            hint=f"campaigns in the ledger: {', '.join(known[:20]) or '(none)'}")
-        source = orders if isinstance(orders, pd.DataFrame) else resolve_orders(orders, world)
+            raise DataError(f"no campaign {campaign_id!r} in the ledger; known: {', '.join(known[:20]) or '(none)'}",
+                            hint="give the campaign id (the `id:` in its YAML), not its file name")
+        source = orders if isinstance(orders, pd.DataFrame) else resolve_orders(orders, world, campaign_id,
+                                                                                option=orders_option)
         result = measure_campaign(rows, source, window_days=window_days, as_of=as_of, by=by,
                                   revenue_method=revenue_method, seed=seed)
         run = MeasureRun(result=result, markdown=render_markdown(result, currency=currency))

@@ -89,7 +89,7 @@ def rules_for(campaign: Campaign, channel: str, *, if_not_returned: bool) -> Sen
     policy = campaign.policy
     window = policy.window(channel)
     caps = tuple((scope, cap.max_messages, cap.per_days) for scope, cap in sorted(policy.frequency_caps.items()))
-    throttle = getattr(policy, "throttle_wait_minutes", None)
+    throttle = policy.throttle_wait_minutes
     return SendRules(window=(window.start.strftime("%H:%M"), window.end.strftime("%H:%M")), caps=caps,
                      own_counts=policy.cap_includes_own_cadence, if_not_returned=if_not_returned,
                      throttle_wait_minutes=throttle)
