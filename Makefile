@@ -7,7 +7,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 export DO_NOT_TRACK := 1
 
-.PHONY: demo test lint bench ui clean
+.PHONY: demo test test-slow lint bench ui clean
 
 # Re-install when the dependency list or the lock changes (a stale venv is rebuilt in place).
 $(STAMP): pyproject.toml constraints.txt
@@ -21,6 +21,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The slow end-to-end tests: a real `prefect server start` + deploy + worker, kill -9 with sender processes.
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests flows bench

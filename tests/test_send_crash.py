@@ -1,7 +1,9 @@
 """Crash safety of `winback send`: SIGKILL a sending subprocess at ≥10 random moments, then re-run; the
 emulator must have seen every ledger key exactly once and every planned message must be sent.
 
-Each kill costs a process start (pandas, SQLAlchemy, httpx imports), so the file is marked `slow`.
+The provider fails 20% of requests (throttled, unavailable, connection dropped after the request).
+Each kill costs a process start (pandas, SQLAlchemy, httpx imports): the one-sender variant runs by
+default, the `--workers 2` variant is marked `slow` (`make test-slow`, which CI runs).
 """
 
 from __future__ import annotations
@@ -26,15 +28,13 @@ NOW = "2026-11-21T00:00:00Z"
 SECRET = "unsubscribe-secret-for-tests"
 REPO = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.slow
-
 
 def _env():
     return {**os.environ, "WINBACK_UNSUBSCRIBE_SECRET": SECRET, "PYTHONPATH": str(REPO / "src"),
             "WINBACK_PUBLIC_URL": "https://events.example.com"}
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_kill_minus_nine_at_random_points_then_rerun_sends_each_key_exactly_once(tmp_path, workers):
     """≥10 SIGKILLs of a sending subprocess at random moments; the final run completes the plan.
 
@@ -42,7 +42,7 @@ def test_kill_minus_nine_at_random_points_then_rerun_sends_each_key_exactly_once
     """
     templates = write_templates(tmp_path)
     with EmulatorServer(seed=9, subprocess=True, smtp=False) as emu:
-        emu.set_faults(0.05, kinds=("429", "503", "drop"), retry_after="0.05")
+        emu.set_faults(0.2, kinds=("429", "503", "drop"), retry_after="0.05")
         _kill_and_resume(emu, tmp_path, templates, workers)
 
 
@@ -56,7 +56,7 @@ def _kill_and_resume(emu, tmp_path, templates, workers):
               "app(sys.argv[1:], prog_name='winback')")
     cmd = [sys.executable, "-c", runner, "send", "--plan", str(plan_path), "--emulator", emu.url,
            "--ledger", ledger_url, "--now", NOW, "--templates", str(templates), "--no-progress", "--json",
-           "--batch-size", "10", "--concurrency", "4", "--workers", str(workers)]
+           "--batch-size", "10", "--concurrency", "4", "--max-attempts", "10", "--workers", str(workers)]
     rng = random.Random(20261123)
     kills = 0
     with httpx.Client() as client:
