@@ -72,21 +72,16 @@ def server(site, tmp_path_factory):
                DO_NOT_TRACK="1", PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="5",
                PREFECT_WORKER_QUERY_SECONDS="2", PREFECT_WORKER_PREFETCH_SECONDS="5",
                PREFECT_LOGGING_LEVEL="INFO", PATH=f"{BIN}:{env.get('PATH', '')}")
-    log = open(home / "server.log", "w")  # noqa: SIM115 - closed below
+    log = open(home / "server.log", "w")
     proc = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{api}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, (home / "server.log").read_text()[-3000:]
-            time.sleep(0.5)
-        else:
-            pytest.fail("the Prefect server did not start in 120 s")
+        from flows.serve import _wait_healthy
+
+        try:
+            _wait_healthy(api, timeout=120)
+        except SystemExit as exc:
+            pytest.fail(f"{exc}\n{(home / 'server.log').read_text()[-3000:]}")
         yield api, env, home
     finally:
         _stop(proc)
@@ -145,7 +140,7 @@ def test_deploy_worker_schedules_and_manual_runs_on_a_real_server(server, site, 
         worker_env = {**env, "WINBACK_EMULATOR_URL": emulator.url, "WINBACK_LEDGER_URL": ledger_url,
                       "WINBACK_UNSUBSCRIBE_SECRET": "server-test-secret", "WINBACK_PUBLIC_URL": "https://w.example.com",
                       "WINBACK_CALL_LIST_DIR": str(tmp_path / "calls")}
-        wlog = open(home / "worker.log", "w")  # noqa: SIM115 - closed below
+        wlog = open(home / "worker.log", "w")
         worker = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", "winback"], env=worker_env,
                                   cwd=site, stdout=wlog, stderr=subprocess.STDOUT, start_new_session=True)
         try:

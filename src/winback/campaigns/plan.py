@@ -116,12 +116,16 @@ def _windows(channel: pd.Series, campaign: Campaign) -> pd.Series:
 
 
 def schedule(due_utc: pd.Series, channel: pd.Series, timezones: pd.Series,
-             campaign: Campaign) -> tuple[pd.Series, pd.Series]:
-    """(send_at_utc, send_at_local) in each customer's quiet-hours window for their channel; NaT where no due."""
+             campaign: Campaign, *, now: pd.Timestamp | None = None) -> tuple[pd.Series, pd.Series]:
+    """(send_at_utc, send_at_local) in each customer's quiet-hours window for their channel; NaT where no due.
+
+    With `now`, a time already due stays `now` (this very dispatch may send it)."""
     send = pd.Series(pd.NaT, index=due_utc.index, dtype="datetime64[ns, UTC]")
     has = due_utc.notna() & channel.notna()
     # Whole minutes: an as-of of 23:59:59.999999 should not produce a send time with odd seconds.
-    due_utc = pd.to_datetime(due_utc, utc=True).dt.ceil("min")
+    due_utc = pd.to_datetime(due_utc, utc=True)
+    rounded = due_utc.dt.ceil("min")
+    due_utc = rounded if now is None else rounded.where(due_utc > now, now)
     if has.any():
         send.loc[has] = next_allowed_send_time(due_utc[has], timezones[has], _windows(channel[has], campaign))
     return send, local_iso(send, timezones)
@@ -498,7 +502,8 @@ def plan_followup(campaign: Campaign, step: int, prior: pd.DataFrame, customers:
     frame["locale"] = _locales(frame, campaign)
     due = pd.concat([frame["_due"], pd.Series(now, index=frame.index)], axis=1).max(axis=1)
     due = due.where(frame["arm"] != "excluded")
-    frame["send_at_utc"], frame["send_at_local"] = schedule(due, frame["channel"], frame["timezone"], campaign)
+    frame["send_at_utc"], frame["send_at_local"] = schedule(due, frame["channel"], frame["timezone"], campaign,
+                                                            now=now)
     frame["template"] = _templates(frame, campaign, spec)
     if "account_manager" not in frame:
         frame["account_manager"] = pd.NA

@@ -239,3 +239,36 @@ def mailto_unsubscribe(address: str, token: str) -> str:
 def format_address(address: str, name: str | None) -> str:
     """`Name <address>` with RFC 5322 quoting (non-ASCII names encoded by the mail library downstream)."""
     return email.utils.formataddr((name, address)) if name else address
+
+
+async def search_pages(client: httpx.AsyncClient, key: str, url: str, params: Mapping[str, Any] | None, *, auth: Any,
+                       timeout: float, items: str, next_url: Any, matches: Any, message_id: Any,
+                       max_pages: int, what: str) -> LookupResult:
+    """Page through a provider's list API for one message: found (with its id), not_found, or unknown.
+
+    `items` names the page's list; `next_url(page)` gives the absolute URL of the next page on our own
+    base URL (None: the last page; `False`: it points elsewhere, and our credentials stay home);
+    `matches(item)` says whether an item is our message and `message_id(item)` gives its id.
+    """
+    for _ in range(max_pages):
+        try:
+            response = await client.get(url, params=params, auth=auth, timeout=timeout)
+        except httpx.HTTPError as exc:
+            return LookupResult(key, "unknown", reason=f"transport: {type(exc).__name__}")
+        if response.status_code != 200:
+            return LookupResult(key, "unknown", reason=f"http_{response.status_code}")
+        try:
+            page = response.json()
+            found = page.get(items) or []
+            following = next_url(page)
+        except (ValueError, AttributeError):
+            return LookupResult(key, "unknown", reason=f"unreadable {what} answer")
+        for item in found:
+            if matches(item):
+                return LookupResult(key, "found", provider_message_id=message_id(item))
+        if not found or following is None:  # an empty page, or the last one, ends the range
+            return LookupResult(key, "not_found")
+        if following is False:
+            return LookupResult(key, "unknown", reason=f"the next page of {what} points elsewhere")
+        url, params = str(following), None  # None, not {}: httpx would drop the URL's own query
+    return LookupResult(key, "unknown", reason=f"no match in the first {max_pages} pages of {what}")

@@ -38,6 +38,7 @@ from winback.channels.base import (
     format_address,
     result_from_http_error,
     result_from_transport_error,
+    search_pages,
 )
 
 if TYPE_CHECKING:
@@ -127,29 +128,16 @@ class MailgunChannel:
 
     async def lookup(self, key: str, message: OutboundMessage | None = None) -> LookupResult:
         """Find an `accepted` event for the recipient since the claim whose user-variables carry our key."""
-        url = self._events_url
-        params: dict[str, str | int] | None = self.lookup_params(message)
-        for _ in range(LOOKUP_MAX_PAGES):
-            try:
-                response = await self._client.get(url, params=params, auth=self._auth(), timeout=self.timeout)
-            except httpx.HTTPError as exc:
-                return LookupResult(key, "unknown", reason=f"transport: {type(exc).__name__}")
-            if response.status_code != 200:
-                return LookupResult(key, "unknown", reason=f"http_{response.status_code}")
-            try:
-                page = response.json()
-                items = page.get("items") or []
-                next_url = (page.get("paging") or {}).get("next")
-            except (ValueError, AttributeError):
-                return LookupResult(key, "unknown", reason="unreadable events answer")
-            for item in items:
-                if (item.get("user-variables") or {}).get("winback_key") == key:
-                    message_id = ((item.get("message") or {}).get("headers") or {}).get("message-id")
-                    return LookupResult(key, "found", provider_message_id=message_id)
-            if not items or not next_url:  # an empty page ends the range
-                return LookupResult(key, "not_found")
+        def following(page):
             # The next URL carries the query; it must stay on our base URL (it gets our API key).
-            if not str(next_url).startswith(self._events_url + "/"):
-                return LookupResult(key, "unknown", reason="paging.next points elsewhere")
-            url, params = str(next_url), None  # None, not {}: httpx would drop the URL's own query
-        return LookupResult(key, "unknown", reason=f"no match in the first {LOOKUP_MAX_PAGES} pages of events")
+            nxt = (page.get("paging") or {}).get("next")
+            if not nxt:
+                return None
+            return str(nxt) if str(nxt).startswith(self._events_url + "/") else False
+
+        return await search_pages(
+            self._client, key, self._events_url, self.lookup_params(message), auth=self._auth(),
+            timeout=self.timeout, items="items", next_url=following,
+            matches=lambda item: (item.get("user-variables") or {}).get("winback_key") == key,
+            message_id=lambda item: ((item.get("message") or {}).get("headers") or {}).get("message-id"),
+            max_pages=LOOKUP_MAX_PAGES, what="events")

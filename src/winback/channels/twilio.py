@@ -33,6 +33,7 @@ from winback.channels.base import (
     parse_retry_after,
     result_from_http_error,
     result_from_transport_error,
+    search_pages,
 )
 
 if TYPE_CHECKING:
@@ -139,32 +140,18 @@ class TwilioChannel:
         """Match a message to the same number with the same body, sent since the day before the attempt's claim."""
         if message is None:
             return LookupResult(key, "unknown", reason="twilio cannot search by our key without the message")
-        url = self._messages_url
-        params: dict[str, str | int] | None = self.lookup_params(message)
-        for _ in range(LOOKUP_MAX_PAGES):
-            try:
-                response = await self._client.get(url, params=params, auth=self._auth(), timeout=self.timeout)
-            except httpx.HTTPError as exc:
-                return LookupResult(key, "unknown", reason=f"transport: {type(exc).__name__}")
-            if response.status_code != 200:
-                return LookupResult(key, "unknown", reason=f"http_{response.status_code}")
-            try:
-                page = response.json()
-                items = page.get("messages") or []
-                next_uri = page.get("next_page_uri")
-            except (ValueError, AttributeError):
-                return LookupResult(key, "unknown", reason="unreadable messages answer")
-            for item in items:
-                if item.get("to") == message.to and item.get("body") == (message.text or ""):
-                    return LookupResult(key, "found", provider_message_id=item.get("sid"))
-            if not next_uri:
-                return LookupResult(key, "not_found")
+        def following(page):
             # Twilio's next_page_uri is a path on the same host carrying every filter and a PageToken.
-            next_url = self._same_host(str(next_uri))
-            if next_url is None:
-                return LookupResult(key, "unknown", reason="next_page_uri points elsewhere")
-            url, params = next_url, None
-        return LookupResult(key, "unknown", reason="too many messages to that number to be sure")
+            uri = page.get("next_page_uri")
+            if not uri:
+                return None
+            return self._same_host(str(uri)) or False
+
+        return await search_pages(
+            self._client, key, self._messages_url, self.lookup_params(message), auth=self._auth(),
+            timeout=self.timeout, items="messages", next_url=following,
+            matches=lambda item: item.get("to") == message.to and item.get("body") == (message.text or ""),
+            message_id=lambda item: item.get("sid"), max_pages=LOOKUP_MAX_PAGES, what="messages")
 
     def _same_host(self, uri: str) -> str | None:
         """`next_page_uri` as an absolute URL on our base URL; None if it names another host (our auth stays home)."""

@@ -174,7 +174,7 @@ def main() -> int:
         simulated = False
         # Each step's day and the two after it: a step planned late on its day goes out in the next
         # morning's window of each zone.
-        days = sorted({1, *[s.day + k for s in campaign.cadence[1:] for k in (0, 1, 2)]})
+        days = sorted({1, *[s.day + k for s in campaign.cadence[1:] for k in (0, 1, 2, 3)]})
         # The every-15-minutes deployment, sampled: a Shanghai late morning and a New York / London
         # morning each simulated day, so every zone's send window comes round.
         slots = [pd.Timedelta(hours=1, minutes=30), pd.Timedelta(hours=13, minutes=30)]
