@@ -27,7 +27,7 @@ def cadence_due(campaign: Campaign, prior: pd.DataFrame, now: pd.Timestamp) -> b
     sent = pd.to_datetime(prior.get("sent_at"), utc=True).fillna(pd.to_datetime(prior["send_at_utc"], utc=True))
     for i in range(1, len(campaign.cadence)):
         delay = pd.Timedelta(days=campaign.cadence[i].day - campaign.cadence[i - 1].day)
-        prev = (steps == i) & (sent + delay <= now)
+        prev = (steps == i) & (sent.dt.floor("min") + delay <= now)  # as plan_followup counts days
         done = set(prior.loc[steps == i + 1, "customer_id"])
         if (prev & ~prior["customer_id"].isin(done)).any():
             return True

@@ -430,7 +430,9 @@ def plan_followup(campaign: Campaign, step: int, prior: pd.DataFrame, customers:
     if "sent_at" in prev.columns:
         sent = pd.to_datetime(prev["sent_at"], utc=True).fillna(sent)
     prev["_prev_send"] = sent
-    prev["_due"] = sent + pd.Timedelta(days=spec.day - prev_spec.day)
+    # "Day N" counts from the minute of the previous send: a dispatch at 11:00:00 three days after a
+    # send at 11:00:04 is on time (sent_at carries the seconds the send took).
+    prev["_due"] = sent.dt.floor("min") + pd.Timedelta(days=spec.day - prev_spec.day)
     prev = prev[prev["_due"].notna() & (prev["_due"] <= now)]
     if prev.empty:
         return empty
