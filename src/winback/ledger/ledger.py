@@ -298,8 +298,10 @@ class Ledger:
             return frame
         t = schema.ledger
         when = self._when(now)
+        # When each step was decided matters only for the ordered-since check (orders given).
+        decided = (t.c.as_of, t.c.planned_at) if last_orders else ()
         due = sa.select(t.c.id, t.c.customer_id, t.c.campaign_id, t.c.channel, t.c.timezone, t.c.send_rules,
-                        t.c.as_of, t.c.planned_at).where(*self._due(when, campaign_id, channel, step))
+                        *decided).where(*self._due(when, campaign_id, channel, step))
         due = due.order_by(t.c.send_at_utc, t.c.id).limit(int(limit))
         if self.dialect == "postgresql":
             # Rows another claimer holds are skipped rather than waited for; the update below stays

@@ -136,9 +136,10 @@ def decide(rows: pd.DataFrame, history: pd.DataFrame, now: pd.Timestamp,
         sub = rows.index[has_window]
         due = pd.Series(now, index=sub)
         opening = next_allowed_send_time(due, zones.loc[sub], windows.loc[sub])
-        for pos, idx in zip(np.flatnonzero(has_window), sub, strict=True):
-            if opening.loc[idx] > now:
-                decisions[pos] = Decision(DEFER, "quiet_hours", opening.loc[idx])
+        later = (opening > now).to_numpy()
+        if later.any():
+            for pos, until in zip(np.flatnonzero(has_window)[later], opening[later].tolist(), strict=True):
+                decisions[pos] = Decision(DEFER, "quiet_hours", until)
 
     # 2. ordered since the step was decided (only where the campaign's orders are known).
     if last_orders:
