@@ -11,9 +11,11 @@ from flows.tasks import (
     check_providers_task,
     load_campaign_task,
     load_sources_task,
+    ok,
     persist_plan_task,
     plan_task,
     segment_task,
+    user_errors,
 )
 from winback.clock import Clock
 from winback.config import parse_timestamp
@@ -33,6 +35,7 @@ def _run_name() -> str:
 
 
 @flow(name="winback-campaign", flow_run_name=_run_name, log_prints=False)
+@user_errors
 def campaign_flow(
     campaign: str,
     as_of: str | None = None,
@@ -50,24 +53,24 @@ def campaign_flow(
     later (tests and the demo). A second run for the same campaign and date plans nothing new.
     A bare date (as_of or now) is the end of that day in the campaign's default zone.
     """
-    spec = load_campaign_task(campaign)
+    spec = ok(load_campaign_task(campaign))
     zone = spec.policy.default_timezone
     clock = Clock.starting_at(parse_timestamp(now, option="now", tz=zone))
     as_of_ts = parse_timestamp(as_of, tz=zone) or clock.now()
     settings = RunSettings.from_env(ledger_url=ledger_url, emulator_url=emulator_url, provider_config=provider_config,
                                     now=clock.now() if now else None)
     if not dry_run:
-        check_providers_task(settings)
-    inputs = load_sources_task(spec, world)
-    segments = segment_task(inputs, as_of_ts)
-    plan = plan_task(spec, inputs, segments, as_of_ts, settings)
+        ok(check_providers_task(settings))
+    inputs = ok(load_sources_task(spec, world))
+    segments = ok(segment_task(inputs, as_of_ts))
+    plan = ok(plan_task(spec, inputs, segments, as_of_ts, settings))
     publish_plan(spec.id, plan, budget=spec.budget, currency=spec.brand.currency,
                  as_of=str(as_of_ts.tz_convert(zone).date()), dry_run=dry_run)
     summary = {"campaign_id": spec.id, "as_of": str(as_of_ts), "dry_run": dry_run,
                "audience": len(plan), "arms": plan["arm"].value_counts().to_dict()}
     if dry_run:
         return summary
-    counts = persist_plan_task(plan, settings.model_copy(update={"now": clock.now() if now else None}))
+    counts = ok(persist_plan_task(plan, settings.model_copy(update={"now": clock.now() if now else None})))
     summary["persisted"] = counts["new"]
     summary["already_planned"] = counts["already_planned"]
     summary["dispatch"] = dispatch_flow(

@@ -14,8 +14,10 @@ from flows.tasks import (
     count_due_task,
     ledger_status_task,
     load_campaign_task,
+    ok,
     prepare_dispatch_task,
     send_batch_task,
+    user_errors,
 )
 from winback.channels.dispatch import DispatchSummary
 from winback.clock import Clock
@@ -31,6 +33,7 @@ def _run_name() -> str:
 
 
 @flow(name="winback-dispatch", flow_run_name=_run_name)
+@user_errors
 def dispatch_flow(
     campaign: str | None = None,
     now: str | None = None,
@@ -52,16 +55,16 @@ def dispatch_flow(
                                     now=clock.now() if now else None, concurrency=concurrency_per_batch,
                                     uncertain_policy=uncertain_policy)
 
-    check_providers_task(settings())
+    ok(check_providers_task(settings()))
     results = {}
-    for ref in [campaign] if campaign else campaigns_in_ledger_task(settings()):
-        spec = load_campaign_task(ref)
+    for ref in [campaign] if campaign else ok(campaigns_in_ledger_task(settings())):
+        spec = ok(load_campaign_task(ref))
         with campaign_lock(f"winback-dispatch-{spec.id}", wait_seconds=lock_wait_seconds) as held:
             if not held:
                 get_run_logger().warning("Another dispatch of %s is still running; skipped", spec.id)
                 results[spec.id] = {"skipped": "another dispatch is running"}
                 continue
-            followups, last_orders = prepare_dispatch_task(spec, world, settings())
+            followups, last_orders = ok(prepare_dispatch_task(spec, world, settings()))
             summary = _send_due(spec, settings, last_orders, batch_size)
             results[spec.id] = {**summary.to_dict(), "followups_planned": followups}
         get_run_logger().info("Dispatched %s: %s sent, gate %s", spec.id, summary.sent, dict(summary.gated) or 0)
@@ -70,7 +73,7 @@ def dispatch_flow(
 
 def _send_due(spec, settings, last_orders, batch_size: int) -> DispatchSummary:
     """Run the send engine one batch per task until nothing is due; progress and result artifacts."""
-    total = count_due_task(settings(), spec.id)
+    total = ok(count_due_task(settings(), spec.id))
     summary = DispatchSummary()
     progress = None
     if total:
@@ -78,8 +81,8 @@ def _send_due(spec, settings, last_orders, batch_size: int) -> DispatchSummary:
                                             description=f"Sending {spec.id}")
     batches = 0
     while True:
-        batch = DispatchSummary.from_dict(send_batch_task.with_options(task_run_name=f"send batch {batches + 1}")(
-            spec, spec.id, settings(), last_orders=last_orders, batch_size=batch_size, reconcile=batches == 0))
+        batch = DispatchSummary.from_dict(ok(send_batch_task.with_options(task_run_name=f"send batch {batches + 1}")(
+            spec, spec.id, settings(), last_orders=last_orders, batch_size=batch_size, reconcile=batches == 0)))
         summary.merge(batch)
         batches += 1
         if progress is not None:
@@ -92,7 +95,8 @@ def _send_due(spec, settings, last_orders, batch_size: int) -> DispatchSummary:
     if summary.messages or summary.gated or summary.reconciled:
         # An empty dispatch (every 15 minutes) does not overwrite the last one that did something.
         create_markdown_artifact(
-            dispatch_markdown(spec.id, str(settings().now or "now"), summary, ledger_status_task(settings(), spec.id)),
+            dispatch_markdown(spec.id, str(settings().now or "now"), summary,
+                              ok(ledger_status_task(settings(), spec.id))),
             key=artifact_key(spec.id, "dispatch"), description=f"Dispatch result of {spec.id}",
         )
     return summary

@@ -10,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from flows.artifacts import artifact_key
+from flows.tasks import ok, user_errors
 from winback.clock import Clock
 from winback.config import parse_timestamp
 from winback.errors import ConfigError
@@ -22,6 +23,7 @@ def _run_name() -> str:
 
 
 @task(name="campaigns to measure", cache_policy=NO_CACHE)
+@user_errors
 def campaigns_to_measure_task(settings: RunSettings, campaign: str | None, window_days: int) -> list[str]:
     """The named campaign (checked against the ledger), or every campaign whose window is open or just closed."""
     from winback.measure.run import campaigns_to_measure
@@ -37,6 +39,7 @@ def campaigns_to_measure_task(settings: RunSettings, campaign: str | None, windo
 
 
 @task(name="measure campaign", cache_policy=NO_CACHE)
+@user_errors
 def measure_task(campaign_id: str, window_days: int, orders: str | None, world: str | None,
                  settings: RunSettings, as_of, out_dir: str | None):
     """Attribution, uplift with CIs, cost and ROI; writes the report, table and plots; stores offer results."""
@@ -50,6 +53,7 @@ def measure_task(campaign_id: str, window_days: int, orders: str | None, world: 
 
 
 @flow(name="winback-measure", flow_run_name=_run_name)
+@user_errors
 def measure_flow(
     campaign: str | None = None,
     window_days: int = 30,
@@ -67,8 +71,8 @@ def measure_flow(
     clock = Clock.starting_at(parse_timestamp(as_of, option="as_of"))
     settings = RunSettings.from_env(ledger_url=ledger_url, now=clock.now() if as_of else None)
     results = {}
-    for campaign_id in campaigns_to_measure_task(settings, campaign, window_days):
-        result = measure_task(campaign_id, window_days, orders, world, settings, clock.now(), out_dir)
+    for campaign_id in ok(campaigns_to_measure_task(settings, campaign, window_days)):
+        result = ok(measure_task(campaign_id, window_days, orders, world, settings, clock.now(), out_dir))
         create_markdown_artifact(result.markdown, key=artifact_key(campaign_id, "uplift"),
                                  description=f"Uplift report of {campaign_id}")
         create_table_artifact(result.by_offer_records(), key=artifact_key(campaign_id, "uplift-by-offer"),

@@ -10,8 +10,9 @@ retryable errors.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pandas as pd
@@ -30,7 +31,55 @@ def _log() -> logging.Logger | logging.LoggerAdapter:
         return logging.getLogger("winback")
 
 
+def one_line(error: BaseException) -> str:
+    """What is wrong and what to do, on one line (the CLI prints the same as `Error: …` / `Hint: …`)."""
+    from winback.errors import WinbackError
+
+    text = " ".join(str(error).split())
+    hint = getattr(error, "hint", None) if isinstance(error, WinbackError) else None
+    return f"{text} — {' '.join(hint.split())}" if hint else text
+
+
+def user_errors(fn: Callable) -> Callable:
+    """A flow or task body whose user-facing errors (`WinbackError`) end the run Failed with one line.
+
+    The Prefect UI then shows "no provider configured: set WINBACK_PROVIDER_CONFIG …", not a 60-line
+    traceback; the traceback stays in the debug log. A task's failure reaches the flow as `FailedRun`
+    carrying the same line, which the flow's wrapper passes on.
+    """
+    from prefect.exceptions import FailedRun
+    from prefect.states import Failed
+
+    from winback.errors import WinbackError
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except RetryableChannelError:
+            raise  # the send task's retry condition needs the exception itself
+        except (WinbackError, FailedRun) as exc:
+            line = one_line(exc)
+            _log().error("%s", line)
+            _log().debug("traceback of: %s", line, exc_info=True)
+            return Failed(message=line)
+
+    return wrapper
+
+
+def ok(value):
+    """A task's value in a flow; the Failed state a task returned for a user error raises `FailedRun`
+    with its one line (the flow's `user_errors` ends the flow run with it)."""
+    from prefect.client.schemas.objects import State
+    from prefect.exceptions import FailedRun
+
+    if isinstance(value, State) and value.is_failed():
+        raise FailedRun(value.message)
+    return value
+
+
 @task(name="load campaign", cache_policy=NO_CACHE)
+@user_errors
 def load_campaign_task(ref: str):
     """Load and validate the campaign definition (a YAML path, or an id looked up in campaigns/)."""
     from winback.campaigns.loading import campaign_path, load_campaign
@@ -39,6 +88,7 @@ def load_campaign_task(ref: str):
 
 
 @task(name="load and validate sources", cache_policy=NO_CACHE)
+@user_errors
 def load_sources_task(campaign, world: str | None):
     """Read customers, orders and complaints (the campaign's sources or a demo world) and validate them."""
     from winback.resources import campaign_inputs
@@ -53,6 +103,7 @@ def load_sources_task(campaign, world: str | None):
 
 
 @task(name="segment customers", cache_policy=NO_CACHE)
+@user_errors
 def segment_task(inputs, as_of: pd.Timestamp) -> pd.DataFrame:
     """RFM, own rhythm, BG/NBD P(alive), value tier, lapse stage and likely reason for every customer."""
     from winback.segments import segment_customers
@@ -64,6 +115,7 @@ def segment_task(inputs, as_of: pd.Timestamp) -> pd.DataFrame:
 
 
 @task(name="build plan", cache_policy=NO_CACHE)
+@user_errors
 def plan_task(campaign, inputs, segments: pd.DataFrame, as_of: pd.Timestamp, settings: RunSettings) -> pd.DataFrame:
     """Contact policy, holdout, offers, budget, coupon codes and send times: the decision table."""
     from winback.campaigns import build_plan
@@ -80,6 +132,7 @@ def plan_task(campaign, inputs, segments: pd.DataFrame, as_of: pd.Timestamp, set
 
 
 @task(name="persist plan to the ledger", cache_policy=NO_CACHE)
+@user_errors
 def persist_plan_task(plan: pd.DataFrame, settings: RunSettings) -> dict[str, int]:
     """Insert the plan's treatment and holdout rows; keys already in the ledger are left alone."""
     with Resources(settings) as resources:
@@ -93,6 +146,7 @@ def persist_plan_task(plan: pd.DataFrame, settings: RunSettings) -> dict[str, in
 
 
 @task(name="check providers", cache_policy=NO_CACHE)
+@user_errors
 def check_providers_task(settings: RunSettings) -> str:
     """Fail at once, with one line, when no provider is configured (before any data is read)."""
     config = Resources(settings).provider_config()
@@ -100,6 +154,7 @@ def check_providers_task(settings: RunSettings) -> str:
 
 
 @task(name="plan due cadence steps", cache_policy=NO_CACHE)
+@user_errors
 def prepare_dispatch_task(campaign, world: str | None, settings: RunSettings):
     """Plan step n+1 for customers whose delay has passed and who have not come back; read last orders."""
     from winback.campaigns.cadence import prepare_dispatch
@@ -123,6 +178,7 @@ def _retry_only_retryable(task, task_run, state) -> bool:
 
 @task(name="send batch", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[5, 30, 120],
       retry_condition_fn=_retry_only_retryable)
+@user_errors
 def send_batch_task(campaign, campaign_id: str, settings: RunSettings, *, last_orders, batch_size: int,
                     reconcile: bool) -> dict:
     """One batch of the send engine: (reconcile interrupted sends,) claim through the gate, send, record.
@@ -144,6 +200,7 @@ def send_batch_task(campaign, campaign_id: str, settings: RunSettings, *, last_o
 
 
 @task(name="list campaigns in the ledger", cache_policy=NO_CACHE)
+@user_errors
 def campaigns_in_ledger_task(settings: RunSettings) -> list[str]:
     """Ids of every campaign with rows in the ledger (the dispatch flow serves them all)."""
     with Resources(settings) as resources:
@@ -151,6 +208,7 @@ def campaigns_in_ledger_task(settings: RunSettings) -> list[str]:
 
 
 @task(name="count due messages", cache_policy=NO_CACHE)
+@user_errors
 def count_due_task(settings: RunSettings, campaign_id: str) -> int:
     """Planned rows whose send time has come (sizes the progress bar): the ledger's due rule."""
     with Resources(settings) as resources:
@@ -158,6 +216,7 @@ def count_due_task(settings: RunSettings, campaign_id: str) -> int:
 
 
 @task(name="ledger state", cache_policy=NO_CACHE)
+@user_errors
 def ledger_status_task(settings: RunSettings, campaign_id: str) -> dict[str, int]:
     """Row counts per ledger state of one campaign."""
     with Resources(settings) as resources:
