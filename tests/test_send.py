@@ -9,6 +9,7 @@ import os
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from pydantic import SecretStr
 
@@ -137,7 +138,7 @@ def test_reconciling_rows_claimed_moments_ago_waits_for_the_settle_first(emu, tm
     # `lookup_settle_s` from the newest claim (real clock) before looking its rows up.
     from winback.channels import dispatch as engine
     from winback.channels.dispatch import reconcile_in_flight
-    from winback.config import utc_now
+    from winback.clock import FrozenClock
 
     waits = []
 
@@ -147,20 +148,22 @@ def test_reconciling_rows_claimed_moments_ago_waits_for_the_settle_first(emu, tm
     monkeypatch.setattr(engine, "_settle", settle)
     ledger = Ledger(f"sqlite:///{tmp_path}/l.db")
     ledger.plan(make_plan(5))
-    ledger.claim("spring", now=utc_now(), limit=5)  # claimed now, then "crashed" before sending
+    ledger.claim("spring", now=NOW, limit=5)  # claimed at NOW, then "crashed" before sending
     config = provider_config_for_emulator(emu.url, timeout_s=2.0)
 
-    async def go(settle_s):
+    async def go(settle_s, at):
         async with Router(config) as router:
             settings = SendSettings(router=router, renderer=Renderer(templates), unsubscribe_secret=SecretStr(SECRET),
-                                    public_url="https://events.example.com", lookup_settle_s=settle_s)
+                                    public_url="https://events.example.com", lookup_settle_s=settle_s,
+                                    clock=FrozenClock(at))
             return await reconcile_in_flight(ledger, settings)
 
-    summary = asyncio.run(go(30.0))
+    # The reconcile runs a second after the claim (on the run's clock, whatever the machine's date).
+    summary = asyncio.run(go(30.0, pd.Timestamp(NOW) + pd.Timedelta(seconds=1)))
     assert len(waits) == 1  # a wait was asked for before the lookups
     assert summary.reconciled["not_found"] == 5 and ledger.status()["planned"] == 5
-    ledger.claim("spring", now="2026-11-21T00:00:00Z", limit=5)  # claimed long ago (a past --now): no wait
-    asyncio.run(go(30.0))
+    ledger.claim("spring", now=NOW, limit=5)  # claimed a day before the reconcile: no wait
+    asyncio.run(go(30.0, pd.Timestamp(NOW) + pd.Timedelta(days=1)))
     assert len(waits) == 1
 
 
