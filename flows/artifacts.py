@@ -39,7 +39,7 @@ def _cell(value: object) -> str:
 
 
 def plan_markdown(campaign_id: str, plan: pd.DataFrame, *, budget: float | None, currency: str,
-                  as_of: str, dry_run: bool) -> str:
+                  as_of: str, dry_run: bool, name: str | None = None) -> str:
     """The plan summary: audience, arms, exclusions by reason, offers by tier, expected cost vs budget."""
     arms = plan["arm"].value_counts().rename_axis("arm").reset_index(name="customers")
     excluded = plan[plan["arm"] == "excluded"]
@@ -52,14 +52,15 @@ def plan_markdown(campaign_id: str, plan: pd.DataFrame, *, budget: float | None,
     )
     channels = treated["channel"].value_counts().rename_axis("channel").reset_index(name="customers")
     cost = float(treated["expected_cost"].sum()) if "expected_cost" in treated else 0.0
+    offers["expected_cost"] = offers["expected_cost"].map(lambda x: _money(x, currency))
     budget_line = (
-        f"{cost:,.2f} {currency} of {budget:,.2f} {currency} budget ({cost / budget:.0%})"
+        f"{_money(cost, currency)} of {_money(budget, currency)} budget ({cost / budget:.0%})"
         if budget
-        else f"{cost:,.2f} {currency} (no budget cap)"
+        else f"{_money(cost, currency)} (no budget cap)"
     )
     mode = "dry run — nothing was sent" if dry_run else "planned and persisted to the ledger"
     return (
-        f"# Campaign `{campaign_id}` — plan for {as_of}\n\n"
+        f"# {name or 'Campaign'} (`{campaign_id}`) — plan for {as_of}\n\n"
         f"**Audience:** {len(plan):,} customers · **{mode}**\n\n"
         f"**Expected offer cost:** {budget_line}\n\n"
         f"## Arms\n{_table(arms)}\n"
@@ -104,3 +105,80 @@ def dispatch_markdown(campaign_id: str, now: str, summary, status: dict[str, int
         f"## Failed by reason\n{_table(failures_frame)}\n"
         f"## Ledger state of the campaign\n{_table(status_frame)}\n"
     )
+
+
+def _pct(x) -> str:
+    return "–" if x is None or pd.isna(x) else f"{100 * x:.1f}%"
+
+
+def _pp(x) -> str:
+    return "–" if x is None or pd.isna(x) else f"{100 * x:+.1f} pp"
+
+
+def _money(x, currency: str) -> str:
+    symbol = {"CNY": "¥", "USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥"}.get(currency, "")
+    if x is None or pd.isna(x):
+        return "–"
+    return f"{'-' if x < 0 else ''}{symbol}{abs(x):,.0f}" + ("" if symbol else f" {currency}")
+
+
+def _p(x) -> str:
+    return "–" if x is None or pd.isna(x) else ("<0.001" if x < 1e-3 else f"{x:.3f}")
+
+
+def uplift_markdown(measured: dict, *, currency: str, title: str, images: dict[str, str] | None = None) -> str:
+    """The uplift report a CRM lead reads in the Prefect UI: narrow tables, percent with one decimal,
+    money with its currency; p-values in their own table; the plots inline (PNG data URIs)."""
+    t, h = measured["arms"]["treatment"], measured["arms"]["holdout"]
+    rr, rev = measured["uplift"]["return_rate"], measured["uplift"]["revenue_per_customer"]
+    m = lambda x: _money(x, currency)  # noqa: E731 - a local shorthand
+    roi = measured.get("roi")
+    lines = [
+        f"# {title}", "",
+        f"**回头率 / return rate** {_pct(t['return_rate'])} treated vs {_pct(h['return_rate'])} holdout: "
+        f"**{_pp(rr['diff'])}** (95% CI {_pp(rr['ci_low'])} … {_pp(rr['ci_high'])})", "",
+        f"**Incremental revenue** {m(measured['incremental_revenue']['estimate'])} · offer cost "
+        f"{m(measured['offer_cost'])} · net {m(measured['net_incremental_value'])} · ROI "
+        f"{'–' if roi is None else f'{roi:.1f}×'}", "",
+        "| | Treatment | Holdout |", "|---|---:|---:|",
+        f"| Customers | {t['n']:,} | {h['n']:,} |",
+        f"| Came back | {t['returned']:,} | {h['returned']:,} |",
+        f"| Return rate | {_pct(t['return_rate'])} | {_pct(h['return_rate'])} |",
+        f"| Revenue / customer | {m(t['revenue_per_customer'])} | {m(h['revenue_per_customer'])} |",
+        "",
+        "## By offer", "",
+        "| Offer | Treated | Return T | Return H | Uplift [95% CI] | Net value |",
+        "|---|---:|---:|---:|---|---:|",
+    ]
+    for row in measured.get("by_offer", []):
+        lines.append(f"| {row['offer']} | {row['n_treated']:,} | {_pct(row['return_rate_treated'])} | "
+                     f"{_pct(row['return_rate_holdout'])} | {_pp(row['uplift'])} "
+                     f"[{_pp(row['ci_low'])}, {_pp(row['ci_high'])}] | {m(row['net_incremental_value'])} |")
+    for key in ("uplift_png", "curve_png"):
+        if images and images.get(key):
+            lines += ["", f"![{key.replace('_png', '').replace('_', ' ')}]({images[key]})"]
+    lines += ["", "## Significance", "", "| Measure | p-value | Holm-adjusted |", "|---|---:|---:|",
+              f"| Return rate (all) | {_p(rr['p_value'])} | – |",
+              f"| Revenue / customer (all) | {_p(rev['p_value'])} | – |"]
+    for row in measured.get("by_offer", []):
+        lines.append(f"| {row['offer']} | {_p(row['p_value'])} | {_p(row.get('p_holm'))} |")
+    return "\n".join(lines) + "\n"
+
+
+def by_offer_rows(measured: dict, *, currency: str) -> list[dict[str, str]]:
+    """The per-offer table artifact with formatted cells (no raw floats)."""
+    return [{"offer": r["offer"], "treated": f"{r['n_treated']:,}", "holdout": f"{r['n_holdout']:,}",
+             "return T": _pct(r["return_rate_treated"]), "return H": _pct(r["return_rate_holdout"]),
+             "uplift": _pp(r["uplift"]), "95% CI": f"{_pp(r['ci_low'])} … {_pp(r['ci_high'])}",
+             "incremental revenue": _money(r["incremental_revenue"], currency),
+             "offer cost": _money(r["offer_cost"], currency),
+             "net value": _money(r["net_incremental_value"], currency)}
+            for r in measured.get("by_offer", [])]
+
+
+def png_data_uri(path) -> str:
+    """A PNG file as a data URI (the Prefect UI shows it inline in a markdown artifact)."""
+    import base64
+    from pathlib import Path
+
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prefect import flow
+from prefect import flow, tags
 from prefect.runtime import flow_run
 
 from flows.artifacts import publish_plan
@@ -54,27 +54,28 @@ def campaign_flow(
     A bare date (as_of or now) is the end of that day in the campaign's default zone.
     """
     spec = ok(load_campaign_task(campaign))
-    zone = spec.policy.default_timezone
-    clock = Clock.starting_at(parse_timestamp(now, option="now", tz=zone))
-    as_of_ts = parse_timestamp(as_of, tz=zone) or clock.now()
-    settings = RunSettings.from_env(ledger_url=ledger_url, emulator_url=emulator_url, provider_config=provider_config,
-                                    now=clock.now() if now else None)
-    if not dry_run:
-        ok(check_providers_task(settings))
-    inputs = ok(load_sources_task(spec, world))
-    segments = ok(segment_task(inputs, as_of_ts))
-    plan = ok(plan_task(spec, inputs, segments, as_of_ts, settings))
-    publish_plan(spec.id, plan, budget=spec.budget, currency=spec.brand.currency,
-                 as_of=str(as_of_ts.tz_convert(zone).date()), dry_run=dry_run)
-    summary = {"campaign_id": spec.id, "as_of": str(as_of_ts), "dry_run": dry_run,
-               "audience": len(plan), "arms": plan["arm"].value_counts().to_dict()}
-    if dry_run:
+    with tags(f"campaign:{spec.id}"):  # runs and task runs filterable per campaign in the UI
+        zone = spec.policy.default_timezone
+        clock = Clock.starting_at(parse_timestamp(now, option="now", tz=zone))
+        as_of_ts = parse_timestamp(as_of, tz=zone) or clock.now()
+        settings = RunSettings.from_env(ledger_url=ledger_url, emulator_url=emulator_url, provider_config=provider_config,
+                                        now=clock.now() if now else None)
+        if not dry_run:
+            ok(check_providers_task(settings))
+        inputs = ok(load_sources_task(spec, world))
+        segments = ok(segment_task(inputs, as_of_ts))
+        plan = ok(plan_task(spec, inputs, segments, as_of_ts, settings))
+        publish_plan(spec.id, plan, budget=spec.budget, currency=spec.brand.currency, name=spec.name,
+                     as_of=str(as_of_ts.tz_convert(zone).date()), dry_run=dry_run)
+        summary = {"campaign_id": spec.id, "as_of": str(as_of_ts), "dry_run": dry_run,
+                   "audience": len(plan), "arms": plan["arm"].value_counts().to_dict()}
+        if dry_run:
+            return summary
+        counts = ok(persist_plan_task(plan, settings.model_copy(update={"now": clock.now() if now else None})))
+        summary["persisted"] = counts["new"]
+        summary["already_planned"] = counts["already_planned"]
+        summary["dispatch"] = dispatch_flow(
+            campaign=str(spec.source_file or campaign), now=str(clock.now()) if now else None, world=world,
+            ledger_url=ledger_url, emulator_url=emulator_url, provider_config=provider_config, batch_size=batch_size,
+        )
         return summary
-    counts = ok(persist_plan_task(plan, settings.model_copy(update={"now": clock.now() if now else None})))
-    summary["persisted"] = counts["new"]
-    summary["already_planned"] = counts["already_planned"]
-    summary["dispatch"] = dispatch_flow(
-        campaign=str(spec.source_file or campaign), now=str(clock.now()) if now else None, world=world,
-        ledger_url=ledger_url, emulator_url=emulator_url, provider_config=provider_config, batch_size=batch_size,
-    )
-    return summary

@@ -26,10 +26,25 @@ from winback.resources import RunSettings
 
 
 def _run_name() -> str:
+    """`dispatch 老客回流 · 2026 冬季挽回 · 2026-11-24 09:30`: the campaign's name, the time in its zone."""
+    import pandas as pd
+
+    from winback.campaigns.loading import find_campaign
+
     params = flow_run.parameters
-    campaign = str(params.get("campaign") or "all campaigns").rsplit("/", 1)[-1].removesuffix(".yaml")
+    ref = params.get("campaign")
+    spec = find_campaign(str(ref)) if ref else None
+    name = spec.name if spec is not None else (str(ref).rsplit("/", 1)[-1].removesuffix(".yaml") if ref
+                                                  else "all campaigns")
+    zone = spec.policy.default_timezone if spec is not None else "Asia/Shanghai"
     when = params.get("now") or flow_run.scheduled_start_time
-    return f"dispatch {campaign} · {str(when)[:16].replace('T', ' ') if when else 'now'}"
+    if not when:
+        return f"dispatch {name}"
+    try:
+        stamp = pd.Timestamp(str(when)).tz_convert(zone).strftime("%Y-%m-%d %H:%M")
+    except (ValueError, TypeError):
+        stamp = str(when)[:16]
+    return f"dispatch {name} · {stamp}"
 
 
 @flow(name="winback-dispatch", flow_run_name=_run_name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -9,8 +10,9 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from flows.artifacts import artifact_key
+from flows.artifacts import artifact_key, by_offer_rows, png_data_uri, uplift_markdown
 from flows.tasks import ok, user_errors
+from winback.campaigns.loading import find_campaign
 from winback.clock import Clock
 from winback.config import parse_timestamp
 from winback.errors import ConfigError
@@ -72,13 +74,20 @@ def measure_flow(
     settings = RunSettings.from_env(ledger_url=ledger_url, now=clock.now() if as_of else None)
     results = {}
     for campaign_id in ok(campaigns_to_measure_task(settings, campaign, window_days)):
-        result = ok(measure_task(campaign_id, window_days, orders, world, settings, clock.now(), out_dir))
-        create_markdown_artifact(result.markdown, key=artifact_key(campaign_id, "uplift"),
-                                 description=f"Uplift report of {campaign_id}")
-        create_table_artifact(result.by_offer_records(), key=artifact_key(campaign_id, "uplift-by-offer"),
+        spec = find_campaign(campaign_id)
+        folder = out_dir or tempfile.mkdtemp(prefix=f"winback-measure-{campaign_id}-")
+        result = ok(measure_task(campaign_id, window_days, orders, world, settings, clock.now(), folder))
+        measured = result.to_json()
+        currency = spec.brand.currency if spec is not None else ""
+        title = f"{spec.name if spec is not None else campaign_id} — uplift against the holdout"
+        images = {k: png_data_uri(p) for k, p in result.paths.items() if k.endswith("_png") and Path(p).exists()}
+        create_markdown_artifact(uplift_markdown(measured, currency=currency, title=title, images=images),
+                                 key=artifact_key(campaign_id, "uplift"), description=f"Uplift report of {campaign_id}")
+        create_table_artifact(by_offer_rows(measured, currency=currency),
+                              key=artifact_key(campaign_id, "uplift-by-offer"),
                               description=f"Uplift per offer of {campaign_id}")
         get_run_logger().info("Measured %s: %s", campaign_id, result.headline())
-        results[campaign_id] = result.to_json()
+        results[campaign_id] = measured
     if not results:
         get_run_logger().info("No campaign with an open attribution window in the ledger")
     return results if campaign is None else results[campaign]
