@@ -95,7 +95,11 @@ def main() -> int:
         )
         _wait_healthy(api_url)
     os.environ["PREFECT_API_URL"] = api_url
-    print(f"Open http://{host}:{port} — deployments are served from this process; Ctrl-C stops.")
+    emulator = _provider_environment()
+    if not (REPO / "demo-out" / "world" / "customers.parquet").exists():
+        print("Note: the example campaign reads demo-out/world; create it with `make demo` or "
+              "`.venv/bin/winback demo-data --out demo-out/world --as-of 2026-11-23`.")
+    print(f"Open http://{host}:{port} — deployments are served from this process (schedules active); Ctrl-C stops.")
     from prefect import serve
 
     try:
@@ -103,10 +107,42 @@ def main() -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=30)
+        for proc in (emulator, server):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(timeout=30)
     return 0
+
+
+def _provider_environment() -> subprocess.Popen | None:
+    """The runs served here send where a worker's would: WINBACK_PROVIDER_CONFIG or WINBACK_EMULATOR_URL
+    from the environment; with neither, a local `winback emulator` is started and used (no message
+    leaves the machine), and the unsubscribe settings get local defaults."""
+    if os.environ.get("WINBACK_PROVIDER_CONFIG") or os.environ.get("WINBACK_EMULATOR_URL"):
+        print("Providers: " + (f"WINBACK_PROVIDER_CONFIG={os.environ['WINBACK_PROVIDER_CONFIG']}"
+                               if os.environ.get("WINBACK_PROVIDER_CONFIG")
+                               else f"WINBACK_EMULATOR_URL={os.environ['WINBACK_EMULATOR_URL']}"))
+        return None
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "winback.cli", "emulator", "--port", str(port), "--no-smtp"])
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"{url}/_emulator/stats", timeout=1).raise_for_status()
+            break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    os.environ["WINBACK_EMULATOR_URL"] = url
+    os.environ.setdefault("WINBACK_UNSUBSCRIBE_SECRET", "local-ui-only")
+    os.environ.setdefault("WINBACK_PUBLIC_URL", "http://127.0.0.1:8088")
+    print(f"Providers: neither WINBACK_PROVIDER_CONFIG nor WINBACK_EMULATOR_URL is set — sending to a local "
+          f"emulator at {url} (messages at {url}/_emulator/messages)")
+    return proc
 
 
 if __name__ == "__main__":
