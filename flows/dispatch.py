@@ -99,6 +99,7 @@ def _send_due(spec, settings, last_orders, batch_size: int) -> DispatchSummary:
         batch = DispatchSummary.from_dict(ok(send_batch_task.with_options(task_run_name=f"send batch {batches + 1}")(
             spec, spec.id, settings(), last_orders=last_orders, batch_size=batch_size, reconcile=batches == 0)))
         summary.merge(batch)
+        summary.remaining_planned = batch.remaining_planned  # the ledger's count after the latest batch
         batches += 1
         if progress is not None:
             update_progress_artifact(progress, min(100.0, 100.0 * (summary.messages + sum(summary.gated.values()))
