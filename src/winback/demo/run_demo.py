@@ -172,9 +172,9 @@ def main() -> int:
                       + ", ".join(f"{k} {v:,}" for k, v in summary["arms"].items()), highlight=False)
 
         simulated = False
-        # Each step's day and the two after it: a step planned late on its day goes out in the next
-        # morning's window of each zone.
-        days = sorted({1, *[s.day + k for s in campaign.cadence[1:] for k in (0, 1, 2, 3)]})
+        # The first day and each step's day and the next: what quiet hours deferred goes out in the next
+        # window of each zone (every message within a day of its planned time).
+        days = sorted({0, 1, *[s.day + k for s in campaign.cadence[1:] for k in (0, 1)]})
         # The every-15-minutes deployment, sampled: a Shanghai late morning and a New York / London
         # morning each simulated day, so every zone's send window comes round.
         slots = [pd.Timedelta(hours=1, minutes=30), pd.Timedelta(hours=13, minutes=30)]
@@ -182,7 +182,7 @@ def main() -> int:
                       "sends deferred by quiet hours, then later cadence steps (only for customers who have not "
                       "come back)")
         for day in days:
-            if day > 1 and not simulated:
+            if day > 1 and not simulated:  # step 1 has reached every zone by then
                 # Step 1 has gone out to everyone (quiet-hour deferrals included): play the return window.
                 console.print("[bold]5. Return window[/]: customers respond according to the world's ground truth")
                 code = winback(["simulate-returns", "--campaign", campaign.id, "--world", world_dir,
