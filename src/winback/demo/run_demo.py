@@ -208,6 +208,10 @@ def main() -> int:
         console.print("   treatment rows by cadence step: " + "; ".join(
             f"step {step}: " + ", ".join(f"{state} {n:,}" for state, n in row.items() if n)
             for step, row in by_step.iterrows()), highlight=False)
+        sent = treated[treated["state"] == "sent"]
+        late = (pd.to_datetime(sent["sent_at"], utc=True) - pd.to_datetime(sent["planned_at"], utc=True)).max()
+        console.print(f"   every treatment message sent within {late.total_seconds() / 3600:.1f} h of being planned "
+                      "(simulated time: sent_at follows the run's clock)", highlight=False)
         stats = emulator.stats()
         console.print(f"   the emulator accepted {stats['accepted']:,} messages for {stats['unique_keys']:,} "
                       f"ledger keys: {stats['duplicates']} duplicates", highlight=False)
