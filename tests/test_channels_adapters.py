@@ -62,7 +62,7 @@ def test_retry_after_seconds_date_and_garbage():
     assert parse_retry_after(format_datetime(now + timedelta(seconds=30), usegmt=True), now=now) == pytest.approx(30)
     assert parse_retry_after("Mon, 23 Nov 2026 11:00:00 GMT", now=now) == 0.0  # in the past
     assert parse_retry_after("-5", now=now) == 0.0
-    assert parse_retry_after("99999999", now=now) == 3600.0  # capped
+    assert parse_retry_after("99999999", now=now) == 99999999.0  # not capped: the engine stops waiting above its cap
     assert parse_retry_after("soon", now=now) is None
     assert parse_retry_after("", now=now) is None
     assert parse_retry_after(None, now=now) is None
@@ -254,6 +254,7 @@ def test_mailgun_lookup_follows_paging_next_a_bounded_number_of_pages():
 # -- Twilio ---------------------------------------------------------------------------------------------
 
 SID = "AC" + "1" * 32
+MESSAGE_SID = "SM" + "0123456789abcdef" * 2
 
 
 def sms(to="+8613800000001", key="spring:C2:1") -> OutboundMessage:
@@ -267,7 +268,7 @@ def test_twilio_request_shape_and_created():
         seen["url"] = str(request.url)
         seen["auth"] = base64.b64decode(request.headers["authorization"].split()[1]).decode()
         seen["form"] = dict(urllib.parse.parse_qsl(request.content.decode()))
-        return httpx.Response(201, json={"sid": "SM123", "status": "queued"})
+        return httpx.Response(201, json={"sid": MESSAGE_SID, "status": "queued"})
 
     async def go():
         async with client_for(handler) as client:
@@ -276,7 +277,7 @@ def test_twilio_request_shape_and_created():
             return await ch.send([sms()])
 
     [r] = run(go())
-    assert r.status == "accepted" and r.provider_message_id == "SM123"
+    assert r.status == "accepted" and r.provider_message_id == MESSAGE_SID
     assert seen["url"] == f"https://tw.test/2010-04-01/Accounts/{SID}/Messages.json"
     assert seen["auth"] == f"{SID}:tok"
     assert seen["form"]["To"] == "+8613800000001" and seen["form"]["From"] == "+15005550006"

@@ -135,7 +135,7 @@ def test_a_timed_out_request_still_queued_at_the_provider_is_not_resent(tmp_path
 
 def test_reconciling_rows_claimed_moments_ago_waits_for_the_settle_first(emu, tmp_path, templates, monkeypatch):
     # A sender killed just now may have requests still queued at the provider: the next run waits
-    # `lookup_settle_s` from the newest claim (real clock) before looking its rows up.
+    # `lookup_settle_s` from the moment its lease lapsed (the run's clock) before looking its rows up.
     from winback.channels import dispatch as engine
     from winback.channels.dispatch import reconcile_in_flight
     from winback.clock import FrozenClock
@@ -148,7 +148,7 @@ def test_reconciling_rows_claimed_moments_ago_waits_for_the_settle_first(emu, tm
     monkeypatch.setattr(engine, "_settle", settle)
     ledger = Ledger(f"sqlite:///{tmp_path}/l.db")
     ledger.plan(make_plan(5))
-    ledger.claim("spring", now=NOW, limit=5)  # claimed at NOW, then "crashed" before sending
+    ledger.claim("spring", now=NOW, limit=5, lease_s=0.5)  # claimed at NOW, "crashed" before sending
     config = provider_config_for_emulator(emu.url, timeout_s=2.0)
 
     async def go(settle_s, at):
@@ -162,7 +162,7 @@ def test_reconciling_rows_claimed_moments_ago_waits_for_the_settle_first(emu, tm
     summary = asyncio.run(go(30.0, pd.Timestamp(NOW) + pd.Timedelta(seconds=1)))
     assert len(waits) == 1  # a wait was asked for before the lookups
     assert summary.reconciled["not_found"] == 5 and ledger.status()["planned"] == 5
-    ledger.claim("spring", now=NOW, limit=5)  # claimed a day before the reconcile: no wait
+    ledger.claim("spring", now=NOW, limit=5, lease_s=0.5)  # lease lapsed a day before the reconcile: no wait
     asyncio.run(go(30.0, pd.Timestamp(NOW) + pd.Timedelta(days=1)))
     assert len(waits) == 1
 
@@ -223,7 +223,7 @@ def test_crash_leftovers_are_reconciled_by_lookup_before_anything_is_resent(emu,
     plan = make_plan(20, channel=["email", "sms", "webhook", "call_task"])
     ledger = Ledger(f"sqlite:///{tmp_path}/ledger.db")
     ledger.plan(plan)
-    claimed = ledger.claim(now=NOW, limit=20)  # a run that crashed after claiming…
+    claimed = ledger.claim(now=NOW, limit=20, lease_s=0)  # a run that crashed after claiming (lease lapsed)…
     config = provider_config_for_emulator(emu.url, out_dir=str(tmp_path / "calls"))
 
     async def half_sent():  # …and after handing the first half to the providers, before recording
@@ -245,17 +245,18 @@ def test_crash_leftovers_are_reconciled_by_lookup_before_anything_is_resent(emu,
     assert lines == 5
 
 
-@pytest.mark.parametrize("policy", ["skip", "resend"])
+@pytest.mark.parametrize("policy", ["hold", "resend"])
 def test_uncertain_policy_when_the_provider_cannot_tell(emu, tmp_path, templates, policy):
     plan = make_plan(6)
     ledger = Ledger(f"sqlite:///{tmp_path}/ledger.db")
     ledger.plan(plan)
-    ledger.claim(now=NOW, limit=6)  # crashed with six emails in flight over plain SMTP (no lookup)
+    # Crashed with six emails in flight over plain SMTP (no lookup); its lease has lapsed.
+    ledger.claim(now=NOW, limit=6, lease_s=0)
     _, summary = run_dispatch(emu, tmp_path, templates, None, ledger=ledger, email="smtp", smtp_lookup=False,
                               uncertain_policy=policy)
     status = ledger.status()
     assert summary.reconciled == {"unknown": 6}
-    if policy == "skip":
+    if policy == "hold":
         assert status["uncertain"] == 6 and sum(summary.uncertain.values()) == 6 and emu.stats()["accepted"] == 0
         assert ledger.rows("spring")["error"].str.contains("uncertain").all()
     else:

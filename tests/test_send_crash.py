@@ -56,7 +56,10 @@ def _kill_and_resume(emu, tmp_path, templates, workers):
               "app(sys.argv[1:], prog_name='winback')")
     cmd = [sys.executable, "-c", runner, "send", "--plan", str(plan_path), "--emulator", emu.url,
            "--ledger", ledger_url, "--now", NOW, "--templates", str(templates), "--no-progress", "--json",
-           "--batch-size", "10", "--concurrency", "4", "--max-attempts", "10", "--workers", str(workers)]
+           "--batch-size", "10", "--concurrency", "4", "--max-attempts", "10", "--workers", str(workers),
+           # The killed sender's process is gone, so its rows are reconciled at once, after the settle
+           # time: this emulator answers in microseconds (no latency), half a second is ample.
+           "--lookup-settle", "0.5"]
     rng = random.Random(20261123)
     kills = 0
     with httpx.Client() as client:

@@ -13,6 +13,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 import winback
 from winback.errors import WinbackError
@@ -69,9 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     except WinbackError as exc:
         if debug:
             raise
-        err_console.print(f"[bold red]Error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        # The message may hold anything (a path, a provider's answer, a customer's name): printed as
+        # text, never read as rich markup (`[/red]` in it would otherwise end in a MarkupError).
+        err_console.print(Text.assemble(("Error:", "bold red"), " ", str(exc)), highlight=False, soft_wrap=True)
         if exc.hint:
-            err_console.print(f"Hint: {exc.hint}", highlight=False, markup=False)
+            err_console.print(Text(f"Hint: {exc.hint}"), highlight=False, soft_wrap=True)
         return 1
     except KeyboardInterrupt:
         err_console.print("Interrupted.")

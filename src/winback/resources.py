@@ -42,7 +42,10 @@ class RunSettings(BaseModel):
     now: pd.Timestamp | None = None  # business time the clock starts at (None: the system clock)
     concurrency: int = 64
     max_attempts: int = 5
-    uncertain_policy: Literal["resend", "skip"] = "resend"
+    # `hold`: a send nobody can confirm waits for a person (`winback uncertain …`); `skip` is its old name.
+    uncertain_policy: Literal["hold", "resend", "skip"] = "hold"
+    lease_s: float = 120.0  # how long a claim holds its rows without a renewal (renewed every third)
+    lookup_settle_s: float = 2.0  # how long a provider may take to show a message it accepted in its lookup
 
     @field_validator("now", mode="before")
     @classmethod
@@ -58,6 +61,13 @@ class RunSettings(BaseModel):
     def _at_least_one(cls, value: int) -> int:
         if value < 1:
             raise ValueError("must be at least 1")
+        return value
+
+    @field_validator("lease_s", "lookup_settle_s")
+    @classmethod
+    def _seconds(cls, value: float, info) -> float:
+        if value < 0 or (info.field_name == "lease_s" and value == 0):
+            raise ValueError("must be a positive number of seconds")
         return value
 
     @classmethod
@@ -169,6 +179,7 @@ class Resources:
                 sender_name=campaign.brand.sender_name if campaign else None,
                 unsubscribe_secret=unsubscribe, max_attempts=s.max_attempts,
                 uncertain_policy=s.uncertain_policy, progress=progress, clock=self.clock,
+                lease_s=s.lease_s, lookup_settle_s=s.lookup_settle_s,
             )
 
 

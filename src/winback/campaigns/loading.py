@@ -30,15 +30,46 @@ def load_campaign(path: str | Path) -> Campaign:
     return campaign
 
 
-def parse_campaign(text: str, *, source: str = "<campaign>") -> Campaign:
-    """Validate campaign YAML text; `source` names it in errors."""
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a mapping that names a key twice.
+
+    YAML 1.2 requires mapping keys to be unique, but PyYAML keeps the last value silently: a campaign
+    with two `holdout_share:` lines would run with whichever came last. Keys brought in by a merge
+    (`<<: *defaults`) may still be overridden, as YAML intends.
+    """
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark,
+                    f"found duplicate key {key!r} (first on line {first.line + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str, *, source: str) -> Any:
+    """Parse YAML config text safely (no duplicate keys); errors are a ConfigError naming the line."""
     try:
-        data = yaml.safe_load(text)
+        return yaml.load(text, Loader=UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"invalid YAML: {problem}", path=source, field=where) from None
+
+
+def parse_campaign(text: str, *, source: str = "<campaign>") -> Campaign:
+    """Validate campaign YAML text; `source` names it in errors."""
+    data = load_yaml(text, source=source)
     if not isinstance(data, dict):
         raise ConfigError("a campaign file must be a YAML mapping (id: …, name: …, offers: …)", path=source)
     return validate_campaign_data(data, source=source)

@@ -21,10 +21,19 @@ if TYPE_CHECKING:
     from winback.clock import Clock
 
 SendStatus = Literal["accepted", "retryable", "permanent"]
+# Whom a refusal is about: this message, or the account/configuration (every message would fail alike).
+ResultScope = Literal["message", "account"]
 LookupStatus = Literal["found", "not_found", "unknown"]
 
-# Longest Retry-After we honour; a provider asking for more is treated as an outage by the engine.
-MAX_RETRY_AFTER_S = 3600.0
+# Longest Retry-After we wait out inside a run. A provider asking for more (`Retry-After: 999999`) is
+# treated by the engine as an outage of that channel for this run: its messages are deferred, not slept on.
+MAX_RETRY_AFTER_S = 300.0
+
+# How providers are named in the one line a person reads when a channel stops.
+PROVIDER_NAMES = {"sendgrid": "SendGrid", "mailgun": "Mailgun", "twilio": "Twilio", "smtp": "The SMTP server",
+                  "webhook": "The webhook endpoint", "call_task": "The CRM webhook"}
+_CREDENTIALS = {"sendgrid": "the API key", "mailgun": "the API key", "twilio": "the account SID or auth token",
+                "smtp": "the SMTP login", "webhook": "the request", "call_task": "the request"}
 
 
 def message_key(campaign_id: str, customer_id: str, step: int | str) -> str:
@@ -66,7 +75,9 @@ class SendResult:
     `ambiguous` is True when the request may have reached the provider although no answer came back
     (read timeout, connection dropped after the request was written, HTTP 500): the engine must look
     the key up before sending again. `suppress` names a suppression reason (`unsubscribed`,
-    `invalid_address`, …) the provider's answer implies.
+    `invalid_address`, …) the provider's answer implies. `scope="account"` marks a refusal of the
+    account or configuration (a rejected API key, a suspended account, a wrong endpoint): the engine
+    stops the channel for the run and the message stays planned, instead of failing it.
     """
 
     key: str
@@ -77,6 +88,7 @@ class SendResult:
     retry_after: float | None = None
     suppress: str | None = None
     ambiguous: bool = False
+    scope: ResultScope = "message"
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,8 +124,8 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None,
                       clock: Clock | None = None) -> float | None:
     """Seconds to wait from a Retry-After header: delay-seconds or an HTTP-date (RFC 9110 §10.2.3).
 
-    Returns None when absent or unreadable, 0 for a date in the past, and caps at `MAX_RETRY_AFTER_S`.
-    An HTTP-date is compared with `now`, else with `clock` (default: the system clock — the provider's
+    Returns None when absent or unreadable and 0 for a date in the past; it is not capped (`inf` for an
+    absurd value): the engine compares it with `MAX_RETRY_AFTER_S`, above which it stops waiting. An HTTP-date is compared with `now`, else with `clock` (default: the system clock — the provider's
     date is a real instant, so a run's business clock would be the wrong reference).
     """
     if value is None:
@@ -137,7 +149,7 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None,
         seconds = (when - now).total_seconds()
     if seconds != seconds:  # NaN
         return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+    return max(seconds, 0.0)
 
 
 def claimed_since(message: OutboundMessage | None, clock: Clock | None = None) -> datetime | None:
@@ -171,8 +183,16 @@ _NOT_PROCESSED = {408, 425, 429, 502, 503, 504}
 
 def result_from_http_error(key: str, provider: str, response: httpx.Response, reason: str, *,
                            clock: Clock | None = None) -> SendResult:
-    """Map a non-success HTTP answer to retryable (429/5xx/408) or permanent (other 4xx)."""
+    """Map a non-success HTTP answer: retryable (429/5xx/408), an account refusal (401/403, or 404/405 on
+    our fixed send endpoint: a wrong base URL, account or domain) that stops the channel, else a
+    permanent refusal of this message (other 4xx)."""
     status = response.status_code
+    if status < 400:
+        # A success or redirect that is not the provider's documented answer (an HTML page from a captive
+        # portal or a proxy, say): not sent as far as we know, but a proxy might have forwarded it.
+        kind = (response.headers.get("content-type") or "no content type").split(";")[0].strip()
+        return SendResult(key, "retryable", provider, ambiguous=True,
+                          reason=f"unexpected_answer: HTTP {status} ({one_line(kind, 60)}) is not the provider's answer")
     if status == 429 or status >= 500 or status in (408, 425):
         return SendResult(
             key,
@@ -182,9 +202,38 @@ def result_from_http_error(key: str, provider: str, response: httpx.Response, re
             retry_after=parse_retry_after(response.headers.get("retry-after"), clock=clock),
             ambiguous=status not in _NOT_PROCESSED,
         )
-    if status in (401, 403):
-        return SendResult(key, "permanent", provider, reason=f"auth_rejected: http_{status}")
+    if status in _ACCOUNT_STATUSES:
+        return account_refusal(key, provider, status, reason)
     return SendResult(key, "permanent", provider, reason=f"http_{status}: {reason}" if reason else f"http_{status}")
+
+
+# Answers about the account or the endpoint, never about one message: every message would get the same.
+_ACCOUNT_STATUSES = (401, 402, 403, 404, 405, 407)
+
+
+def account_refusal(key: str, provider: str, status: int, detail: str | None = None, *,
+                    code: str | None = None) -> SendResult:
+    """A refusal of the account or configuration, with the one line a person reads:
+    `SendGrid rejected the API key (HTTP 401): …`."""
+    name = PROVIDER_NAMES.get(provider, provider)
+    what = {401: f"rejected {_CREDENTIALS.get(provider, 'the credentials')}",
+            402: "refused the request: the account needs payment",
+            403: "refused this account or sender",
+            404: "has no such endpoint (check its base_url, account or domain)",
+            405: "has no such endpoint (check its base_url)",
+            407: "was not reached: the proxy wants credentials"}.get(status, "refused the account")
+    kind = "auth_rejected" if status in (401, 407) else "account_rejected"
+    label = f"HTTP {status}" + (f", error {code}" if code else "")
+    line = f"{name} {what} ({label})"
+    detail = one_line(detail or "")
+    if detail:
+        line += f": {detail}"
+    return SendResult(key, "permanent", provider, reason=f"{kind}: {line}", scope="account")
+
+
+def one_line(text: str, limit: int = 200) -> str:
+    """Provider text made safe to show on one line: control characters and runs of space collapsed."""
+    return " ".join("".join(ch if ch.isprintable() else " " for ch in str(text)).split())[:limit]
 
 
 def result_from_transport_error(key: str, provider: str, exc: Exception) -> SendResult:

@@ -1,4 +1,5 @@
-"""`winback emulator` (the local provider emulator) and `winback send` (the exactly-once send engine)."""
+"""`winback emulator` (the local provider emulator), `winback send` and `winback dispatch` (the exactly-once
+send engine), and `winback uncertain list|resend|drop` (sends nobody could confirm, held for a person)."""
 
 from __future__ import annotations
 
@@ -27,8 +28,17 @@ def _print_summary(title: str, summary, first_rows=()) -> None:
     Console().print(table)
 
 
+def _stopped(summary, hint: str):
+    """The one line a person reads when a channel stopped: which provider, why, and what is still planned."""
+    from winback.errors import ChannelError
+
+    return ChannelError(f"{summary.outage}; {summary.remaining_planned:,} messages left planned, none failed for it",
+                        hint=hint)
+
+
 def register(app: typer.Typer) -> None:
-    """Add `emulator`, `send` and `dispatch` to the winback command line."""
+    """Add `emulator`, `send`, `dispatch` and `uncertain` to the winback command line."""
+    _register_uncertain(app)
 
     @app.command("emulator")
     def emulator(
@@ -71,9 +81,14 @@ def register(app: typer.Typer) -> None:
         now: Annotated[str | None, typer.Option("--now", help="Pretend it is this time (e.g. past quiet hours).")] = None,
         concurrency: Annotated[int, typer.Option("--concurrency", help="Requests in flight.")] = 64,
         batch_size: Annotated[int, typer.Option("--batch-size", help="Rows claimed per batch.")] = 1000,
-        uncertain: Annotated[str, typer.Option("--uncertain", help="Policy for sends nobody can confirm: resend|skip.")] = "resend",
+        uncertain: Annotated[str, typer.Option("--uncertain", help="Sends nobody can confirm (no provider lookup): "
+                                               "hold them for a person (`winback uncertain`), or resend them.")] = "hold",
         max_attempts: Annotated[int, typer.Option("--max-attempts", help="Tries per message.")] = 5,
-        stale_after: Annotated[float, typer.Option("--stale-after", help="Seconds after which a `sending` row counts as abandoned by a crashed run (0: all; set it when another sender may be running).")] = 0.0,
+        lease: Annotated[float, typer.Option("--lease", help="Seconds a claim holds its rows without renewal (renewed "
+                                             "every third while this sender runs; another sender reconciles them "
+                                             "only once it lapsed).")] = 120.0,
+        lookup_settle: Annotated[float, typer.Option("--lookup-settle", help="Seconds a provider may take to show an "
+                                                     "accepted message in its lookup.")] = 2.0,
         templates: Annotated[Path, typer.Option("--templates", help="Templates folder.")] = Path("templates"),
         smtp_port: Annotated[int | None, typer.Option("--smtp-port", help="With --emulator and email over SMTP: its SMTP port.")] = None,
         email_provider: Annotated[str | None, typer.Option("--email-provider", help="Override the email provider: sendgrid|mailgun|smtp.")] = None,
@@ -99,8 +114,10 @@ def register(app: typer.Typer) -> None:
 
         if (provider_config is None) == (emulator is None):
             raise ConfigError("give exactly one of --provider-config and --emulator", field="--provider-config")
-        if uncertain not in ("resend", "skip"):
-            raise ConfigError("must be 'resend' or 'skip'", field="--uncertain")
+        if uncertain not in ("hold", "resend", "skip"):
+            raise ConfigError("must be 'hold' or 'resend'", field="--uncertain")
+        if not lease > 0 or lookup_settle < 0:
+            raise ConfigError("--lease must be positive and --lookup-settle not negative", field="--lease")
         if concurrency < 1 or batch_size < 1 or max_attempts < 1 or workers < 1:
             raise ConfigError("--concurrency, --batch-size, --max-attempts and --workers must be at least 1")
         if email_provider and email_provider not in ("sendgrid", "mailgun", "smtp"):
@@ -113,7 +130,7 @@ def register(app: typer.Typer) -> None:
         resources = Resources(RunSettings.from_env(
             ledger_url=ledger, provider_config=provider_config, emulator_url=emulator, smtp_port=smtp_port,
             email_provider=email_provider, transport=transport, now=now, concurrency=concurrency,
-            max_attempts=max_attempts, uncertain_policy=uncertain))
+            max_attempts=max_attempts, uncertain_policy=uncertain, lease_s=lease, lookup_settle_s=lookup_settle))
         wants_email = bool((frame.get("channel") == "email").any()) if "channel" in frame else False
         # The campaign's own orders let the gate skip if_not_returned steps of customers who came back.
         campaign_ids = sorted(frame["campaign_id"].dropna().astype(str).unique()) if "campaign_id" in frame else []
@@ -139,7 +156,6 @@ def register(app: typer.Typer) -> None:
                 async with resources.sender(campaign, templates=templates, share=share, progress=progress,
                                             require_unsubscribe_secret=wants_email) as settings:
                     return await dispatch(ledger_store, settings, campaign_id=only, batch_size=batch_size,
-                                          stale_after_s=stale_after,
                                           reconcile=reconcile, max_batches=max_batches,
                                           last_orders=last_orders or None)
             return run_async(go())
@@ -203,11 +219,8 @@ def register(app: typer.Typer) -> None:
         else:
             _print_summary(f"winback send — {plan.name}", summary, [("new rows planned", str(summary.planned_new))])
         if summary.outage:
-            from winback.errors import ChannelError
-
-            raise ChannelError(f"provider outage, stopped: {summary.outage}; "
-                               f"{summary.released} messages left planned",
-                               hint="re-run `winback send` with the same plan once the provider is back")
+            raise _stopped(summary, "re-run the same `winback send` command once it is fixed: the rows left planned "
+                                    "are sent then, nothing twice")
 
     @app.command("dispatch")
     def dispatch_cmd(
@@ -270,5 +283,80 @@ def register(app: typer.Typer) -> None:
         if failures:
             from winback.errors import ChannelError
 
-            raise ChannelError("provider outage, stopped: " + "; ".join(failures),
-                               hint="run `winback dispatch` again once the provider is back")
+            raise ChannelError("; ".join(failures) + " (the messages left planned are sent by the next dispatch)",
+                               hint="run `winback dispatch` again once the provider is back or the key is fixed")
+
+
+# Options of `winback uncertain …` (module level: typer reads the annotations by name).
+CampaignOpt = Annotated[str | None, typer.Option("--campaign", help="One campaign (default: all).")]
+LedgerOpt = Annotated[str | None, typer.Option("--ledger", help="Ledger URL (default WINBACK_LEDGER_URL).")]
+CustomersOpt = Annotated[list[str] | None, typer.Option("--customer", help="Only these customers (repeatable).")]
+YesOpt = Annotated[bool, typer.Option("--yes", help="Act on every campaign's uncertain messages.")]
+
+
+def _register_uncertain(app: typer.Typer) -> None:
+    """`winback uncertain list|resend|drop`: sends nobody could confirm, held for a person to decide."""
+    group = typer.Typer(help="Sends nobody could confirm (the provider had no lookup): held for a person. "
+                             "List them, resend them (a second copy if the first did arrive), or drop them.",
+                        no_args_is_help=True)
+    app.add_typer(group, name="uncertain")
+
+    def held(ledger, campaign, customers):
+        rows = ledger.uncertain(campaign)
+        if customers:
+            rows = rows[rows["customer_id"].astype(str).isin(set(customers))]
+        return rows
+
+    @group.command("list")
+    def list_cmd(campaign: CampaignOpt = None, ledger: LedgerOpt = None, customers: CustomersOpt = None,
+                 as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False) -> None:
+        """Show the messages held as uncertain, oldest first, with why nobody could tell."""
+        from rich.console import Console
+        from rich.table import Table
+        from rich.text import Text
+
+        from winback.resources import Resources, RunSettings
+
+        with Resources(RunSettings.from_env(ledger_url=ledger)) as resources:
+            rows = held(resources.ledger, campaign, customers)
+        columns = ["campaign_id", "customer_id", "step", "channel", "to_address", "provider", "updated_at", "error"]
+        if as_json:
+            for record in rows[columns].astype(object).where(rows[columns].notna(), None).to_dict("records"):
+                typer.echo(json.dumps(record, ensure_ascii=False, default=str))
+            return
+        table = Table(title=Text(f"uncertain: {len(rows)} held for a person"))
+        for column in columns:
+            table.add_column(column)
+        for record in rows[columns].itertuples(index=False):
+            table.add_row(*(Text("" if v is None or v != v else str(v)) for v in record))
+        Console().print(table)
+
+    def decide(action: str, campaign, ledger, customers, yes: bool) -> None:
+        from winback.resources import Resources, RunSettings
+
+        with Resources(RunSettings.from_env(ledger_url=ledger)) as resources:
+            store = resources.ledger
+            rows = held(store, campaign, customers)
+            if len(rows) and not yes and campaign is None and not customers:
+                raise ConfigError(f"this would {action} {len(rows)} messages of every campaign",
+                                  hint="name --campaign (or --customer), or confirm with --yes")
+            now = resources.clock.now()
+            if action == "resend":
+                n = store.release(rows, from_states=("uncertain",), now=now)
+                typer.echo(f"{n} uncertain messages back to planned: the next `winback send` or dispatch sends "
+                           "them (a second copy for any customer whose first one did arrive).")
+            else:
+                n = store.drop_uncertain(rows, now=now)
+                typer.echo(f"{n} uncertain messages dropped (recorded failed, never resent).")
+
+    @group.command("resend")
+    def resend_cmd(campaign: CampaignOpt = None, ledger: LedgerOpt = None, customers: CustomersOpt = None,
+                   yes: YesOpt = False) -> None:
+        """Put held messages back to planned, to be sent again by the next send or dispatch."""
+        decide("resend", campaign, ledger, customers, yes)
+
+    @group.command("drop")
+    def drop_cmd(campaign: CampaignOpt = None, ledger: LedgerOpt = None, customers: CustomersOpt = None,
+                 yes: YesOpt = False) -> None:
+        """Give held messages up: recorded failed with their reason, never resent."""
+        decide("drop", campaign, ledger, customers, yes)

@@ -3,8 +3,12 @@
 Protocol (the ledger's module docstring states the same from its side):
 1. The whole plan is persisted before the first send (`ledger.plan`; new keys only).
 2. Rows left in `sending` by a crashed run are reconciled first, through the provider's lookup by our
-   key: found → `sent`; not found → `planned` again; the provider cannot tell → `uncertain`, and the
-   policy decides (`resend`: back to planned; `skip`: stays uncertain and is reported).
+   key: found → `sent`; not found → `planned` again; the provider cannot tell → `uncertain`, held for
+   a person (`winback uncertain list|resend|drop`) unless the policy says `resend`. Only rows whose
+   lease has lapsed by the run's clock (or whose owner process is gone from this machine) are taken:
+   a claim carries an owner and a lease that a live sender renews in the background (every third of
+   the lease), so a second sender — another CLI process, a cron job, another Prefect worker — never
+   touches the first one's rows and works on other rows instead.
 3. Due rows are claimed in batches (`planned` → `sending`, atomically, before any request); each is
    checked against the suppression list at send time, rendered, sent with per-provider rate limits,
    bounded concurrency, exponential backoff with full jitter and Retry-After, and its outcome recorded
@@ -15,8 +19,11 @@ Protocol (the ledger's module docstring states the same from its side):
    timeout the lookup waits `lookup_settle_s` first: a request we stopped waiting for may still sit in
    the provider's queue, and a lookup made at once could miss it (seen under load: not found, resent,
    then the first copy accepted too).
-5. A provider outage (N consecutive failed requests with no success) opens a circuit breaker: the run
-   stops cleanly, rows not yet handed over go back to `planned` (not `failed`), and the summary says so.
+5. A provider outage (N consecutive failed requests with no success), an account refusal (401/403, a
+   suspended account: every message would get the same answer) or a Retry-After longer than a run
+   waits (`MAX_RETRY_AFTER_S`) stops that channel for the run: its rows not yet handed over go back to
+   `planned` (not `failed`), the other channels go on, and the summary says why in one line. Only a
+   message's own permanent errors fail it; retries exhausted on provider trouble defer it to a later run.
 
 `dispatch()` runs all of it; `reconcile_in_flight()` and `dispatch_batch()` are callable on their own
 (the Prefect dispatch flow calls them per batch).
@@ -25,9 +32,14 @@ Protocol (the ledger's module docstring states the same from its side):
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import os
 import random
+import socket
+import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +48,8 @@ from typing import Any, Literal
 import pandas as pd
 
 from winback.channels.base import (
+    MAX_RETRY_AFTER_S,
+    PROVIDER_NAMES,
     Channel,
     LookupResult,
     OutboundMessage,
@@ -44,9 +58,15 @@ from winback.channels.base import (
     unsubscribe_headers,
 )
 from winback.errors import ConfigError, WinbackError
+from winback.ledger.ledger import DEFAULT_LEASE_S
 from winback.policy.gate import SendRules, throttle_deadline
+from winback.vocab import CHANNELS
 
-UncertainPolicy = Literal["resend", "skip"]
+# What to do with a message nobody can confirm (the provider has no lookup, or it failed): `hold` it
+# as `uncertain` for a person (the default; `skip` is its old name), or `resend` it (a second copy if
+# the first one did arrive — only for providers that deduplicate, or when a copy too many is harmless).
+UncertainPolicy = Literal["hold", "resend", "skip"]
+UNCERTAIN_POLICIES = ("hold", "resend", "skip")
 Progress = Callable[[int], None]  # called with the number of rows just settled
 
 
@@ -86,6 +106,9 @@ class DispatchSummary:
     planned_new: int = 0
     gated: Counter = field(default_factory=Counter)  # "deferred: quiet_hours", "skipped: frequency_cap", …
     throttled: int = 0  # throttled past their deadline: deferred, not failed
+    deferred: Counter = field(default_factory=Counter)  # back to planned for a later run, by reason
+    held_elsewhere: int = 0  # rows in `sending` under another sender's live lease (left alone)
+    uncertain_held: int = 0  # rows the ledger holds as `uncertain` at the end, waiting for a person
     outage: str | None = None
     seconds: float = 0.0
 
@@ -114,13 +137,17 @@ class DispatchSummary:
         self.lookups += other.lookups
         self.gated.update(other.gated)
         self.throttled += other.throttled
-        self.outage = self.outage or other.outage
+        self.deferred.update(other.deferred)
+        self.held_elsewhere = max(self.held_elsewhere, other.held_elsewhere)
+        self.uncertain_held = max(self.uncertain_held, other.uncertain_held)
+        if other.outage and other.outage not in (self.outage or ""):
+            self.outage = f"{self.outage}; {other.outage}" if self.outage else other.outage
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DispatchSummary:
         """The summary `to_dict` wrote (e.g. by a sender process)."""
         fields = {k: v for k, v in data.items() if k not in ("failed_total", "msgs_per_s")}
-        for name in ("failed", "uncertain", "reconciled", "gated"):
+        for name in ("failed", "uncertain", "reconciled", "gated", "deferred"):
             fields[name] = Counter(fields.get(name) or {})
         return cls(**fields)
 
@@ -132,7 +159,9 @@ class DispatchSummary:
             "uncertain_resent": self.uncertain_resent, "released": self.released, "in_doubt": self.in_doubt,
             "reconciled": dict(self.reconciled), "attempts": self.attempts, "retries": self.retries,
             "lookups": self.lookups, "remaining_planned": self.remaining_planned, "planned_new": self.planned_new,
-            "gated": dict(self.gated), "throttled": self.throttled, "outage": self.outage, "seconds": round(self.seconds, 3), "msgs_per_s": round(self.msgs_per_s, 1),
+            "gated": dict(self.gated), "throttled": self.throttled, "deferred": dict(self.deferred),
+            "held_elsewhere": self.held_elsewhere, "uncertain_held": self.uncertain_held, "outage": self.outage,
+            "seconds": round(self.seconds, 3), "msgs_per_s": round(self.msgs_per_s, 1),
         }
 
 
@@ -146,12 +175,17 @@ class ProviderOutage(WinbackError):
 
 
 class CircuitBreaker:
-    """Opens after `threshold` consecutive failed requests to one provider with no success between."""
+    """Stops a provider for the run: after `threshold` consecutive failed requests with no success
+    between (an outage), or at once (`stop`) when the provider refuses the account or asks for a wait
+    longer than a run waits. Remembers which plan channels each provider serves, so the engine can go
+    on with the others."""
 
     def __init__(self, threshold: int) -> None:
         self.threshold = threshold
         self.consecutive: Counter = Counter()
         self.open_reason: dict[str, str] = {}
+        self.defer_reason: dict[str, str] = {}  # provider -> why its unsent messages wait (not due again at once)
+        self.channels: dict[str, str] = {}  # plan channel -> provider serving it
 
     def success(self, provider: str) -> None:
         """A request went through: the provider is up."""
@@ -161,12 +195,25 @@ class CircuitBreaker:
         """A request failed retryably; open the breaker at the threshold."""
         self.consecutive[provider] += 1
         if self.consecutive[provider] >= self.threshold and provider not in self.open_reason:
-            self.open_reason[provider] = (f"{provider}: {self.consecutive[provider]} consecutive failed requests "
+            self.open_reason[provider] = (f"{PROVIDER_NAMES.get(provider, provider)} outage: "
+                                          f"{self.consecutive[provider]} consecutive failed requests to {provider} "
                                           f"(last: {reason})")
+
+    def stop(self, provider: str, reason: str, *, defer: str | None = None) -> None:
+        """Stop the provider for the rest of the run (the first reason given is kept). With `defer`, its
+        messages not handed over are deferred under that reason rather than due again at once."""
+        if provider not in self.open_reason:
+            self.open_reason[provider] = reason
+            if defer:
+                self.defer_reason[provider] = defer
 
     def is_open(self, provider: str) -> bool:
         """True once the provider is considered down for this run."""
         return provider in self.open_reason
+
+    def stopped_channels(self) -> set[str]:
+        """The plan channels whose provider is stopped."""
+        return {channel for channel, provider in self.channels.items() if provider in self.open_reason}
 
 
 @dataclass
@@ -185,9 +232,11 @@ class SendSettings:
     rate_limits: Mapping[str, float] = field(default_factory=dict)
     max_attempts: int = 5
     backoff: Backoff = field(default_factory=Backoff)
-    uncertain_policy: UncertainPolicy = "resend"
+    uncertain_policy: UncertainPolicy = "hold"
     outage_after: int = 25
     lookup_settle_s: float = 2.0  # wait after a timeout before asking the provider whether it got it
+    lease_s: float = DEFAULT_LEASE_S  # how long a claim holds its rows without a renewal
+    give_up_after_runs: int = 3  # a message whose retries ran out in this many runs fails (`gave_up`)
     flush_every: int = 500
     seed: int | None = None
     progress: Progress | None = None
@@ -212,10 +261,14 @@ class SendSettings:
         )
 
     def __post_init__(self) -> None:
-        if self.uncertain_policy not in ("resend", "skip"):
-            raise ConfigError(f"uncertain policy must be 'resend' or 'skip', got {self.uncertain_policy!r}")
+        if self.uncertain_policy not in UNCERTAIN_POLICIES:
+            raise ConfigError(f"uncertain policy must be 'hold' or 'resend', got {self.uncertain_policy!r}")
+        if self.uncertain_policy == "skip":
+            self.uncertain_policy = "hold"
         if self.concurrency < 1 or self.max_attempts < 1:
             raise ConfigError("concurrency and max_attempts must be at least 1")
+        if not self.lease_s > 0:
+            raise ConfigError("the lease must be longer than 0 seconds", field="lease_s")
         if self.clock is None:
             from winback.clock import SystemClock
 
@@ -268,6 +321,13 @@ def _value(row: Mapping[str, Any], name: str, default: Any = None) -> Any:
     return value
 
 
+def _address(row: Mapping[str, Any]) -> Any:
+    """Where a row's message goes: its address, or for a call task the account manager's list."""
+    if str(row["channel"]) == "call_task":
+        return _value(row, "account_manager", _value(row, "to_address")) or "unassigned"
+    return _value(row, "to_address")
+
+
 def build_message(row: Mapping[str, Any], settings: SendSettings) -> OutboundMessage:
     """Render one ledger/plan row into the message its channel's provider receives."""
     from winback.render import make_unsubscribe_token, unsubscribe_url
@@ -292,9 +352,7 @@ def build_message(row: Mapping[str, Any], settings: SendSettings) -> OutboundMes
     headers = dict(rendered.headers or {})
     if channel == "email" and "List-Unsubscribe" not in headers:
         headers.update(unsubscribe_headers(url, settings.unsubscribe_mailto))
-    to = _value(row, "to_address")
-    if channel == "call_task":
-        to = _value(row, "account_manager", to) or "unassigned"
+    to = _address(row)
     if not to:
         raise WinbackError(f"missing_address: no {channel} address for customer {customer_id}")
     customer = context.get("customer", {}) if isinstance(context, dict) else {}
@@ -318,7 +376,7 @@ def build_message(row: Mapping[str, Any], settings: SendSettings) -> OutboundMes
 
 @dataclass
 class _Delivery:
-    state: str  # sent | failed | uncertain | released | in_doubt | deferred (throttled past its deadline)
+    state: str  # sent | failed | uncertain | released | in_doubt | deferred | exhausted (retries ran out)
     result: SendResult | None = None
     reason: str | None = None
     attempts: int = 0
@@ -326,11 +384,14 @@ class _Delivery:
     resent_uncertain: bool = False
 
 
-async def _call(channel: Channel, message: OutboundMessage, settings: SendSettings) -> SendResult:
+async def _call(channel: Channel, message: OutboundMessage, settings: SendSettings) -> SendResult | None:
+    """Send one message; None when its provider was stopped while it waited for its turn (never sent)."""
     limiter = settings.limiter(channel.name)
     if limiter is not None:
         await limiter.acquire()
     async with settings.semaphore:
+        if settings.breaker.is_open(channel.name):
+            return None
         results = await channel.send([message])
     return results[0]
 
@@ -348,13 +409,16 @@ def _throttled(result: SendResult) -> bool:
 
 async def deliver(channel: Channel, message: OutboundMessage, settings: SendSettings,
                   deadline: pd.Timestamp | None = None) -> _Delivery:
-    """Send one message until it is accepted, refused, given up on, or the provider is down.
+    """Send one message until it is accepted, refused, given up on, or its provider is stopped.
 
     A throttled message (429 / Retry-After) is not failed after `max_attempts`: it keeps waiting as
     the provider asks until `deadline` (the campaign's, by default the end of that day's send window,
-    on the run's clock), and is then deferred — back to `planned` for a later run.
+    on the run's clock), and is then deferred — back to `planned` for a later run. A Retry-After longer
+    than `MAX_RETRY_AFTER_S` stops the channel for the run (deferred, never slept on); so does a
+    refusal of the account (`scope="account"`: the message is released, never failed).
     """
     provider = channel.name
+    settings.breaker.channels[message.channel] = provider
     attempts = lookups = 0
     resent_uncertain = False
     last: SendResult | None = None
@@ -364,13 +428,19 @@ async def deliver(channel: Channel, message: OutboundMessage, settings: SendSett
             if last is not None and last.ambiguous:
                 return _Delivery("in_doubt", last, last.reason, attempts, lookups)
             return _Delivery("released", last, settings.breaker.open_reason[provider], attempts, lookups)
-        attempts += 1
         result = await _call(channel, message, settings)
+        if result is None:
+            continue  # stopped meanwhile: released (or in doubt) above
+        attempts += 1
         last = result
         if result.status == "accepted":
             settings.breaker.success(provider)
             return _Delivery("sent", result, None, attempts, lookups, resent_uncertain)
         if result.status == "permanent":
+            if result.scope == "account":
+                # Not this message's fault: every message of the channel would get the same answer.
+                settings.breaker.stop(provider, (result.reason or "").split(": ", 1)[-1] or provider)
+                return _Delivery("released", result, result.reason, attempts, lookups)
             settings.breaker.success(provider)  # the provider answered: it is up
             return _Delivery("failed", result, result.reason, attempts, lookups, resent_uncertain)
         if not _throttled(result):  # a 429 says the provider is up and busy, not down
@@ -385,13 +455,19 @@ async def deliver(channel: Channel, message: OutboundMessage, settings: SendSett
                                       provider_message_id=found.provider_message_id or result.provider_message_id)
                 return _Delivery("sent", accepted, None, attempts, lookups, resent_uncertain)
             if found.status == "unknown":
-                if settings.uncertain_policy == "skip":
+                if settings.uncertain_policy != "resend":
                     return _Delivery("uncertain", result, f"uncertain: {result.reason}; lookup {found.reason}",
                                      attempts, lookups)
                 resent_uncertain = True
             else:
                 last = SendResult(message.key, "retryable", provider, reason=result.reason,
                                   retry_after=result.retry_after)  # proven not received
+        if result.retry_after is not None and result.retry_after > MAX_RETRY_AFTER_S:
+            wait = f"{result.retry_after:,.0f} s" if result.retry_after < 1e12 else "for ever"
+            settings.breaker.stop(provider, f"{PROVIDER_NAMES.get(provider, provider)} asked to wait {wait} "
+                                            f"(Retry-After), longer than a run waits ({MAX_RETRY_AFTER_S:g} s): "
+                                            f"{message.channel} deferred for this run", defer="retry_after_over_cap")
+            return _Delivery("deferred", last, "retry_after_over_cap", attempts, lookups)
         delay = settings.backoff.delay(attempts, result.retry_after, settings.rng)
         if _throttled(result) and deadline is not None:
             if settings.clock.now() + pd.Timedelta(seconds=delay) >= deadline:
@@ -403,8 +479,10 @@ async def deliver(channel: Channel, message: OutboundMessage, settings: SendSett
             if last.ambiguous:
                 return _Delivery("uncertain", last, f"uncertain: gave up after {attempts} attempts ({last.reason})",
                                  attempts, lookups)
-            return _Delivery("failed", last, f"gave_up: {attempts} attempts, last {last.reason}", attempts, lookups,
-                             resent_uncertain)
+            # Provider trouble, not this message's: tried again in a later run (`retries_exhausted`),
+            # and failed only once that has happened `give_up_after_runs` times.
+            return _Delivery("exhausted", last, f"gave_up: {attempts} attempts, last {last.reason}", attempts,
+                             lookups, resent_uncertain)
         if settings.breaker.is_open(provider):
             continue
         await asyncio.sleep(delay)
@@ -413,7 +491,7 @@ async def deliver(channel: Channel, message: OutboundMessage, settings: SendSett
 # The ledger columns `build_message` and the suppression check read (a claimed batch carries ~25).
 _MESSAGE_COLUMNS = ("id", "campaign_id", "customer_id", "step", "channel", "to_address", "template", "locale",
                     "context", "account_manager", "value_tier", "likely_reason", "offer", "coupon_code", "send_at_local",
-                    "send_rules", "timezone", "claimed_at")
+                    "send_rules", "timezone", "claimed_at", "attempts")
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -445,7 +523,7 @@ def _suppression_index(frame: pd.DataFrame | None) -> tuple[set[tuple[str, str]]
     return by_customer, by_address
 
 
-THROTTLE_RETRY_MINUTES = 15  # a message throttled past its deadline is due again this much later
+THROTTLE_RETRY_MINUTES = 15  # a message deferred by its provider (throttled, stopped) is due again this much later
 
 
 async def dispatch_batch(rows: pd.DataFrame, ledger, settings: SendSettings, *,
@@ -463,7 +541,7 @@ async def dispatch_batch(rows: pd.DataFrame, ledger, settings: SendSettings, *,
     by_customer, by_address = _suppression_index(suppressions)
     pending: list[Outcome] = []
     release: list[tuple[str, str, int]] = []
-    deferred: list[tuple[str, str, int]] = []
+    deferred: dict[str, list[tuple[str, str, int]]] = {}  # reason -> keys back to planned a little later
     done = 0
 
     async def flush() -> None:
@@ -515,12 +593,12 @@ async def dispatch_batch(rows: pd.DataFrame, ledger, settings: SendSettings, *,
     async def run(row, channel, message):
         rules = SendRules.parse(_value(row, "send_rules"))
         deadline = throttle_deadline(rules, _value(row, "timezone"), now)
-        return row, message, await deliver(channel, message, settings, deadline)
+        return row, message, channel, await deliver(channel, message, settings, deadline)
 
     tasks = [asyncio.ensure_future(run(*job)) for job in jobs]
     try:
         for next_done in asyncio.as_completed(tasks):
-            row, message, d = await next_done
+            row, message, channel, d = await next_done
             campaign_id, customer_id, step = _row_key(row)
             summary.attempts += d.attempts
             summary.retries += max(d.attempts - 1, 0)
@@ -540,12 +618,25 @@ async def dispatch_batch(rows: pd.DataFrame, ledger, settings: SendSettings, *,
             elif d.state == "uncertain":
                 pending.append(_outcome(row, "uncertain", provider, error=d.reason or ""))
                 summary.uncertain[reason_code((d.reason or "").removeprefix("uncertain: "))] += 1
+            elif d.state == "released" and channel.name in settings.breaker.defer_reason:
+                reason = settings.breaker.defer_reason[channel.name]
+                deferred.setdefault(reason, []).append((campaign_id, customer_id, step))
+                summary.deferred[reason] += 1
             elif d.state == "released":
                 release.append((campaign_id, customer_id, step))
                 summary.released += 1
-            elif d.state == "deferred":
-                deferred.append((campaign_id, customer_id, step))
+            elif d.state == "deferred" and (d.reason or "").startswith("throttled"):
+                deferred.setdefault("throttled", []).append((campaign_id, customer_id, step))
                 summary.throttled += 1
+            elif d.state == "deferred":
+                deferred.setdefault(d.reason or "deferred", []).append((campaign_id, customer_id, step))
+                summary.deferred[d.reason or "deferred"] += 1
+            elif d.state == "exhausted" and int(_value(row, "attempts", 1)) < settings.give_up_after_runs:
+                deferred.setdefault("retries_exhausted", []).append((campaign_id, customer_id, step))
+                summary.deferred["retries_exhausted"] += 1
+            elif d.state == "exhausted":  # its retries ran out in run after run: this message fails
+                pending.append(_outcome(row, "failed", provider, error=d.reason or ""))
+                summary.failed[reason_code(d.reason)] += 1
             else:  # in_doubt: stays `sending`; the next run's reconciliation settles it by lookup
                 summary.in_doubt += 1
             finished()
@@ -556,12 +647,11 @@ async def dispatch_batch(rows: pd.DataFrame, ledger, settings: SendSettings, *,
             t.cancel()
         await flush()
         if release:
-            await asyncio.to_thread(ledger.release, release, now=settings.clock.now())
-        if deferred:
+            await asyncio.to_thread(ledger.release, release, now=settings.clock.now(), claim_token=claim_token)
+        for reason, keys in deferred.items():
             # Not due again at once (the provider asked us to wait); the gate moves it into a window.
             later = settings.clock.now() + pd.Timedelta(minutes=THROTTLE_RETRY_MINUTES)
-            await asyncio.to_thread(ledger.defer, deferred, until=later, reason="throttled",
-                                    now=settings.clock.now())
+            await asyncio.to_thread(ledger.defer, keys, until=later, reason=reason, now=settings.clock.now())
     if settings.breaker.open_reason:
         summary.outage = "; ".join(settings.breaker.open_reason.values())
     return summary
@@ -572,28 +662,160 @@ async def _settle(seconds: float) -> None:
     await asyncio.sleep(seconds)
 
 
+# -- who holds a claim, and for how long ------------------------------------------------------------------
+
+
+def _proc_stat(pid: int) -> tuple[str, str] | None:
+    """(state, start time in clock ticks since boot) of a process from /proc, or None if there is none."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[0], fields[19]  # stat fields 3 (state) and 22 (starttime)
+
+
+def _machine_tag() -> str:
+    """This kernel boot and PID namespace, hashed ("-" where /proc does not tell): PIDs mean something only there."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as fh:
+            boot = fh.read().strip()
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return "-"
+    return hashlib.sha1(f"{boot}|{namespace}".encode()).hexdigest()[:8]
+
+
+def new_owner() -> str:
+    """A claim owner naming this sender: `host/machine/pid/start/nonce` (≤ 64 characters).
+
+    The process part lets a later run on the same machine see that the owner died (a kill -9, a
+    crash) and take its rows over without waiting for the lease to lapse — which, under `--now`, may
+    be far ahead of the next run's business clock.
+    """
+    pid = os.getpid()
+    stat = _proc_stat(pid)
+    host = "".join(ch for ch in socket.gethostname() if ch.isalnum() or ch in "-.")[:16] or "host"
+    return f"{host}/{_machine_tag()}/{pid}/{stat[1] if stat else '-'}/{uuid.uuid4().hex[:6]}"
+
+
+def owner_is_dead(owner: str | None) -> bool:
+    """True only when `owner` (from `new_owner`) is a process of this machine that no longer runs.
+
+    Anything we cannot be sure of — another machine, another PID namespace, an owner written by
+    other code — is not dead: its rows wait for the lease to lapse.
+    """
+    parts = str(owner or "").split("/")
+    if len(parts) != 5 or parts[1] == "-" or parts[1] != _machine_tag() or not parts[2].isdigit():
+        return False
+    stat = _proc_stat(int(parts[2]))
+    if stat is None:
+        return True  # no such process
+    state, started = stat
+    return state in ("Z", "X") or (parts[3] != "-" and started != parts[3])  # a zombie, or the PID reused
+
+
+class LeaseKeeper:
+    """Renews the lease of every row an owner holds, every third of the lease, from a thread.
+
+    A thread, not a task on the event loop: rendering a batch or a slow ledger commit must not let a
+    live sender's lease lapse (another sender would then reconcile and resend its rows).
+    """
+
+    def __init__(self, ledger, owner: str, lease_s: float, clock) -> None:
+        self.ledger, self.owner, self.lease_s, self.clock = ledger, owner, lease_s, clock
+        self.renewals = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="winback-lease", daemon=True)
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def renew(self) -> int:
+        """Extend the lease of this owner's rows from now."""
+        now = self.clock.now()
+        n = self.ledger.renew(self.owner, until=now + pd.Timedelta(seconds=self.lease_s), now=now)
+        self.renewals += 1
+        return n
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.lease_s / 3):
+            try:
+                self.renew()
+            except WinbackError:
+                pass  # a busy or unreachable ledger: the next renewal tries again (the lease outlasts two misses)
+
+
+def _newest(values: pd.Series) -> pd.Timestamp | None:
+    newest = pd.to_datetime(values, utc=True).max() if len(values) else pd.NaT
+    return None if pd.isna(newest) else newest
+
+
+def _lookup_message(row: Mapping[str, Any], channel: Channel, settings: SendSettings) -> OutboundMessage:
+    """The message to look up: rendered again only for providers that match by body (Twilio); the
+    others search by our key, and rendering 2,000 messages would only slow a reconciliation down."""
+    if getattr(channel, "lookup_needs_body", False):
+        return build_message(row, settings)
+    campaign_id, customer_id, step = _row_key(row)
+    claimed = _value(row, "claimed_at")
+    return OutboundMessage(key=message_key(campaign_id, customer_id, step), channel=str(row["channel"]),
+                           to=str(_address(row) or ""), from_="",
+                           claimed_at=pd.Timestamp(claimed).to_pydatetime() if claimed is not None else None)
+
+
 async def reconcile_in_flight(ledger, settings: SendSettings, *, campaign_id: str | None = None,
-                              claimed_before: Any | None = None) -> DispatchSummary:
-    """Settle rows left in `sending` by a crashed run, by looking each key up at its provider."""
+                              owner: str | None = None) -> DispatchSummary:
+    """Settle rows another sender left in `sending`, by looking each key up at its provider.
+
+    Only rows whose lease has lapsed by the run's clock (no lease: lapsed) or whose owner process is
+    gone from this machine are taken (`Ledger.reclaim`, under `owner` and a fresh lease); rows under a
+    live lease belong to a sender still at work and are counted in `held_elsewhere`. Before the
+    lookups, the settle time passes since the rows could last have been sent. Lookups run
+    concurrently (bounded by the semaphore); the outcomes are written in three batched updates.
+    """
     from winback.ledger import Outcome
 
     summary = DispatchSummary()
-    rows = ledger.in_flight(campaign_id, claimed_before=claimed_before)
+    owner = owner or new_owner()
+    rows = await asyncio.to_thread(ledger.in_flight, campaign_id)
+    rows = rows[rows["claim_owner"].astype("object") != owner] if len(rows) else rows
     if len(rows) == 0:
         return summary
-    # Rows claimed moments ago (a sender killed just now): its last requests may still sit in the
-    # provider's queue, so wait out `lookup_settle_s` from the newest claim (the run's clock) first.
-    newest = pd.to_datetime(rows["claimed_at"], utc=True).max() if "claimed_at" in rows else pd.NaT
-    if settings.lookup_settle_s > 0 and not pd.isna(newest):
+    now = settings.clock.now()
+    lease = pd.to_datetime(rows["lease_until"], utc=True)
+    lapsed = (lease.isna() | (lease <= now)).to_numpy()
+    owners = rows["claim_owner"].dropna().astype(str).unique()
+    dead = [o for o in owners if owner_is_dead(o)]
+    gone = rows["claim_owner"].isin(dead).to_numpy()
+    summary.held_elsewhere = int((~lapsed & ~gone).sum())
+    if not (lapsed | gone).any():
+        return summary
+    taken = await asyncio.to_thread(ledger.reclaim, campaign_id, owner=owner, now=now, lease_s=settings.lease_s,
+                                    lapsed_at=now, dead_owners=dead, ids=rows.loc[lapsed | gone, "id"].tolist())
+    if len(taken) == 0:
+        return summary
+    token = taken.attrs["claim_token"]
+    # A request of the former owner may still sit in the provider's queue: wait out `lookup_settle_s`
+    # from the last moment it could have been sent — its lease's end, now for an owner that died under
+    # a live lease (we cannot tell when), or its claim for rows from before leases.
+    was = rows.set_index("id").loc[taken["id"]]
+    last_sent = pd.to_datetime(was["lease_until"], utc=True).clip(upper=now)
+    newest = _newest(last_sent.fillna(pd.to_datetime(was["claimed_at"], utc=True)))
+    if settings.lookup_settle_s > 0 and newest is not None:
         age = (settings.clock.now() - newest).total_seconds()
-        if 0 <= age < settings.lookup_settle_s:
-            await _settle(settings.lookup_settle_s - age)
+        if age < settings.lookup_settle_s:
+            await _settle(min(settings.lookup_settle_s - max(age, 0.0), settings.lookup_settle_s))
     sent, release, uncertain = [], [], []
 
     async def look(row):
         try:
-            message = build_message(row, settings)
             channel = settings.router.channel_for(str(row["channel"]))
+            message = _lookup_message(row, channel, settings)
         except ConfigError as exc:
             from winback.render import RenderError
 
@@ -604,13 +826,14 @@ async def reconcile_in_flight(ledger, settings: SendSettings, *, campaign_id: st
             return row, None, LookupResult(message_key(*_row_key(row)), "unknown", reason=f"render: {exc}")
         return row, channel, await _lookup(channel, message, settings)
 
-    results = await asyncio.gather(*(look(r) for r in rows.to_dict("records")))
+    results = await asyncio.gather(*(look(r) for r in _records(taken)))
     for row, channel, found in results:
         key = _row_key(row)
         summary.lookups += 1
         summary.reconciled[found.status] += 1
         if found.status == "found":
-            sent.append(Outcome(*key, "sent", channel.name if channel else None, found.provider_message_id))
+            sent.append(Outcome(*key, "sent", channel.name if channel else None, found.provider_message_id,
+                                row_id=row.get("id")))
         elif found.status == "not_found":
             release.append(key)
         elif settings.uncertain_policy == "resend":
@@ -621,19 +844,19 @@ async def reconcile_in_flight(ledger, settings: SendSettings, *, campaign_id: st
             summary.uncertain[reason_code(found.reason)] += 1
     when = settings.clock.now()
     if sent:
-        ledger.record(sent, now=when)
-        summary.sent += len(sent)
+        summary.sent += await asyncio.to_thread(ledger.record, sent, claim_token=token, now=when)
     if release:
-        ledger.release(release, now=when)
+        await asyncio.to_thread(ledger.release, release, now=when, claim_token=token)
     if uncertain:
-        ledger.mark_uncertain(uncertain, error="uncertain: provider cannot tell whether it was sent", now=when)
+        await asyncio.to_thread(ledger.mark_uncertain, uncertain, now=when, claim_token=token,
+                                error="uncertain: the provider cannot tell whether it was sent; held for a person "
+                                      "(winback uncertain list)")
     return summary
 
 
 async def dispatch(ledger, settings: SendSettings, *, now: Any | None = None, plan: pd.DataFrame | None = None,
-                   campaign_id: str | None = None, batch_size: int = 500, stale_after_s: float = 0.0,
-                   max_batches: int | None = None, reconcile: bool = True,
-                   last_orders: Mapping[str, Any] | None = None) -> DispatchSummary:
+                   campaign_id: str | None = None, batch_size: int = 500, max_batches: int | None = None,
+                   reconcile: bool = True, last_orders: Mapping[str, Any] | None = None) -> DispatchSummary:
     """The send engine: persist the plan, reconcile in-flight rows, then claim (through the send-time
     gate) and send every due row; return the summary. `winback send`, `winback dispatch` and the
     Prefect dispatch flow all run this.
@@ -641,10 +864,12 @@ async def dispatch(ledger, settings: SendSettings, *, now: Any | None = None, pl
     Time comes from `settings.clock`; `now` starts a clock at that instant instead (tests, `--now`).
     `last_orders` (each customer's latest order, from the campaign's sources) lets the gate skip
     if_not_returned steps of customers who ordered since the step was decided.
-    `stale_after_s`: only rows claimed at least this long before now are treated as abandoned by a
-    crashed run (0 = every row in `sending`; use a positive value when another sender may be running).
-    `reconcile=False` skips step 2: for the sender processes of `dispatch_in_processes`, whose
-    parent reconciled once before starting them (each other's `sending` rows are not abandoned).
+    Every claim is held by this run (a fresh owner) under a lease of `settings.lease_s`, renewed in
+    the background while the run works; at the end, rows still `sending` (in doubt) give their lease
+    up, so the next run reconciles them at once. A stopped channel (outage, refused account, a
+    Retry-After too long) is not claimed from again; the other channels go on.
+    `reconcile=False` skips step 2 (the sender processes of `dispatch_in_processes`, whose parent
+    reconciled once before starting them).
     """
     from winback.clock import Clock
 
@@ -653,12 +878,39 @@ async def dispatch(ledger, settings: SendSettings, *, now: Any | None = None, pl
     clock = settings.clock
     started = time.perf_counter()
     summary = DispatchSummary()
+    owner = new_owner()
     if plan is not None:
         summary.planned_new = ledger.plan(plan, now=clock.now())
-    if reconcile:
-        claimed_before = clock.now() - pd.Timedelta(seconds=stale_after_s) if stale_after_s > 0 else None
-        summary.merge(await reconcile_in_flight(ledger, settings, campaign_id=campaign_id,
-                                                claimed_before=claimed_before))
+    with LeaseKeeper(ledger, owner, settings.lease_s, clock):
+        try:
+            if reconcile:
+                summary.merge(await reconcile_in_flight(ledger, settings, campaign_id=campaign_id, owner=owner))
+            await _send_due(ledger, settings, summary, owner=owner, campaign_id=campaign_id, batch_size=batch_size,
+                            max_batches=max_batches, last_orders=last_orders)
+        finally:
+            # Rows still ours are in doubt (or were interrupted): lapse their lease now, for the next run.
+            await asyncio.to_thread(ledger.renew, owner, until=clock.now(), now=clock.now())
+    status = ledger.status(campaign_id)
+    summary.remaining_planned = status.get("planned", 0)
+    summary.uncertain_held = status.get("uncertain", 0)
+    if status.get("sending", 0):
+        in_flight = ledger.in_flight(campaign_id)
+        lease = pd.to_datetime(in_flight["lease_until"], utc=True)
+        summary.held_elsewhere = int(((in_flight["claim_owner"].astype("object") != owner)
+                                      & lease.notna() & (lease > clock.now())).sum())
+    else:
+        summary.held_elsewhere = 0
+    if settings.breaker.open_reason:
+        summary.outage = "; ".join(settings.breaker.open_reason.values())
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+async def _send_due(ledger, settings: SendSettings, summary: DispatchSummary, *, owner: str,
+                    campaign_id: str | None, batch_size: int, max_batches: int | None,
+                    last_orders: Mapping[str, Any] | None) -> None:
+    """Claim and send due rows batch by batch until none is left (or every channel is stopped)."""
+    clock = settings.clock
     # Two batches overlap: the next is claimed (and queues on the shared semaphore) while the tail
     # of the previous one is still in flight, so the connection pool never idles between batches.
     # At most 2 × batch_size rows are in `sending` at any moment.
@@ -673,24 +925,33 @@ async def dispatch(ledger, settings: SendSettings, *, now: Any | None = None, pl
             try:
                 summary.merge(task.result())
             except ConfigError:
-                await asyncio.to_thread(ledger.release, rows, now=clock.now())
+                await asyncio.to_thread(ledger.release, rows, now=clock.now(),
+                                        claim_token=rows.attrs.get("claim_token"))
                 raise
 
     try:
-        while not summary.outage and not settings.breaker.open_reason and (
-                max_batches is None or batches < max_batches):
+        while max_batches is None or batches < max_batches:
             if len(running) >= 2:
                 done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 await settle(done)
                 continue
+            stopped = settings.breaker.stopped_channels()
+            channels = [c for c in CHANNELS if c not in stopped] if stopped else None
+            if channels == []:
+                break  # every channel is stopped for this run
             suppressions = await asyncio.to_thread(ledger.suppressions)
             rows = await asyncio.to_thread(ledger.claim, campaign_id, now=clock.now(), limit=batch_size,
-                                           last_orders=last_orders)
+                                           channel=channels, last_orders=last_orders, owner=owner,
+                                           lease_s=settings.lease_s)
             gated = rows.attrs.get("gate") or Counter()
             summary.gated.update(gated)
             if len(rows) == 0:
                 if sum(gated.values()):
                     continue  # the gate deferred or skipped the whole batch: claim the next one
+                if running:  # a channel may stop meanwhile: claim again once a batch is done
+                    done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                    await settle(done)
+                    continue
                 break
             batches += 1
             task = asyncio.create_task(dispatch_batch(rows, ledger, settings, suppressions=suppressions))
@@ -702,9 +963,6 @@ async def dispatch(ledger, settings: SendSettings, *, now: Any | None = None, pl
     finally:
         for task in running:
             task.cancel()
-    summary.remaining_planned = ledger.status(campaign_id).get("planned", 0)
-    summary.seconds = time.perf_counter() - started
-    return summary
 
 
 def dispatch_in_processes(send: Callable[[int, Progress], DispatchSummary], workers: int, *,
@@ -830,16 +1088,22 @@ def summary_rows(summary: DispatchSummary) -> Sequence[tuple[str, str]]:
         out.append((f"uncertain: {reason}", str(n)))
     if summary.uncertain_resent:
         out.append(("uncertain, resent (policy resend)", str(summary.uncertain_resent)))
+    if summary.uncertain_held:
+        out.append(("uncertain, held for a person (winback uncertain list)", str(summary.uncertain_held)))
     for status, n in sorted(summary.reconciled.items()):
         out.append((f"reconciled in-flight: {status}", str(n)))
     for reason, n in sorted(summary.gated.items()):
         out.append((f"send-time gate, {reason}", str(n)))
     if summary.throttled:
         out.append(("throttled past the deadline: deferred", str(summary.throttled)))
+    for reason, n in sorted(summary.deferred.items()):
+        out.append((f"deferred to a later run: {reason}", str(n)))
     if summary.released:
-        out.append(("released to planned (outage)", str(summary.released)))
+        out.append(("released to planned (channel stopped)", str(summary.released)))
     if summary.in_doubt:
         out.append(("in doubt (left sending; next run reconciles)", str(summary.in_doubt)))
+    if summary.held_elsewhere:
+        out.append(("in flight at another sender (live lease; left alone)", str(summary.held_elsewhere)))
     out.extend([
         ("remaining planned", str(summary.remaining_planned)),
         ("requests / retries / lookups", f"{summary.attempts} / {summary.retries} / {summary.lookups}"),

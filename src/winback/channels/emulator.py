@@ -9,6 +9,8 @@ IS recorded first, like a provider that accepted it and then stalled), and a dro
 transport is closed without an answer; half of the time after recording the message).
 `POST /_emulator/hold {"hold": true}` holds every send request in the provider's queue, unanswered and
 not recorded, until `{"hold": false}`: a request the client gave up on that still lands later.
+`POST /_emulator/faults {"lookups": false}` turns every lookup API off (403, as SendGrid answers an
+account without the Email Activity add-on): a provider that cannot tell whether it got a message.
 
 It is a bare ASGI app (no framework routing on the hot path) under uvicorn with httptools, so it is
 not the bottleneck of the send benchmark. Dropping a connection needs the transport, which ASGI hides:
@@ -186,6 +188,7 @@ class EmulatorApp:
         self.latency_s = latency_ms / 1000.0
         self.store = store or MessageStore(clock)
         self.requests = Counter()
+        self.lookups = True  # False: every lookup API answers 403 (no activity add-on, no message list)
         self._open: asyncio.Event | None = None  # made on the server's loop; set = not holding
 
     def _gate(self) -> asyncio.Event:
@@ -316,6 +319,8 @@ class EmulatorApp:
         return 202, {"x-message-id": x_message_id}, b""
 
     def sendgrid_activity(self, headers, query):
+        if not self.lookups:
+            return _NO_LOOKUP
         if headers.get("authorization") != f"Bearer {SENDGRID_KEY}":
             return _json(401, {"errors": [{"message": "unauthorized"}]})
         match = _UNIQUE_ARG.search(query.get("query", ""))
@@ -345,6 +350,8 @@ class EmulatorApp:
         return _json(200, {"id": f"<{message_id}>", "message": "Queued. Thank you."})
 
     def mailgun_events(self, domain, headers, query, page=None):
+        if not self.lookups:
+            return _NO_LOOKUP
         """The Events API: a time range (`begin`, `end` / `ascending`), filter fields, `limit`, and paging URLs."""
         if _basic_auth(headers) != ("api", MAILGUN_KEY) or domain != MAILGUN_DOMAIN:
             return 401, {"content-type": "text/plain"}, b"Forbidden"
@@ -445,6 +452,8 @@ class EmulatorApp:
                            "num_segments": "1", "direction": "outbound-api"})
 
     def twilio_list(self, sid, headers, query, path):
+        if not self.lookups:
+            return _NO_LOOKUP
         """Read multiple Messages: `To`, `From`, `DateSent` / `DateSent>` / `DateSent<` (GMT dates, inclusive),
         newest first, `PageSize` per page and `next_page_uri` to the next one (null on the last)."""
         if not self._twilio_auth_ok(sid, headers):
@@ -502,6 +511,8 @@ class EmulatorApp:
         return _json(200, {"id": record["id"]})
 
     def webhook_lookup(self, name, key):
+        if not self.lookups:
+            return _NO_LOOKUP
         found = [m for m in self.store.find(key) if m["provider"] == f"webhook:{name}"]
         if not found:
             return _json(404, {"error": "not found"})
@@ -520,6 +531,8 @@ class EmulatorApp:
                 messages = [m for m in messages if m["provider"] == provider]
             return _json(200, {"messages": messages})
         if what == "lookup" and method == "GET":
+            if not self.lookups:
+                return _NO_LOOKUP
             key = query.get("key", "")
             return _json(200, {"key": key, "messages": self.store.find(key)})
         if what == "reset" and method == "POST":
@@ -546,6 +559,8 @@ class EmulatorApp:
                     self.faults.slow_seconds = float(doc["slow_seconds"])
                 if "retry_after" in doc:
                     self.faults.retry_after = str(doc["retry_after"])
+                if "lookups" in doc:
+                    self.lookups = bool(doc["lookups"])
             except (ValueError, TypeError) as exc:
                 return _json(400, {"error": str(exc)})
             return _json(200, {"rate": self.faults.rate, "kinds": list(self.faults.kinds)})
@@ -554,6 +569,11 @@ class EmulatorApp:
 
 class _Dropped(Exception):
     pass
+
+
+# What a lookup answers when lookups are off: SendGrid's answer to an account without Email Activity.
+_NO_LOOKUP = (403, {"content-type": "application/json"},
+              json.dumps({"errors": [{"field": None, "message": "access forbidden"}]}).encode())
 
 
 def _mailgun_time(value: str, name: str) -> float:

@@ -11,7 +11,7 @@ sender_name: 示例会员俱乐部
 sms_from: "+8610690000"
 unsubscribe_mailto: unsubscribe@example.com
 public_url: https://events.example.com     # base of one-click unsubscribe links
-timeout_s: 10
+timeout_s: 10              # per connect / read; one whole request may take deadline_s (default 3 × timeout_s)
 max_connections: 64
 rate_limits: {sendgrid: 500, twilio: 50}   # messages per second per provider
 sendgrid: {base_url: https://api.sendgrid.com, api_key_env: WINBACK_SENDGRID_API_KEY}
@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Literal
 
 import httpx
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from winback.channels.base import Channel
@@ -100,6 +99,8 @@ class ProviderConfig(_Settings):
     unsubscribe_mailto: str | None = None
     public_url: str | None = None
     timeout_s: float = Field(default=10.0, gt=0)
+    deadline_s: float | None = Field(default=None, gt=0)  # one whole request, connect to last byte
+    max_response_bytes: int = Field(default=1 << 20, ge=1024)  # a provider answer larger than this is abandoned
     max_connections: int = Field(default=64, ge=1)
     transport: Transport = "aiohttp"
     rate_limits: dict[str, float] = Field(default_factory=dict)
@@ -126,13 +127,16 @@ def _reject_inline_secrets(doc: object, path: str, where: str = "") -> None:
 
 def load_provider_config(path: str | Path) -> ProviderConfig:
     """Read and validate a provider-config YAML file; errors name the file and the field."""
+    from winback.campaigns.loading import load_yaml
+
     p = Path(path)
     try:
-        doc = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError("file not found", path=str(p)) from None
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read YAML: {exc}".splitlines()[0], path=str(p)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the file: {exc}".splitlines()[0], path=str(p)) from None
+    doc = load_yaml(text, source=str(p)) or {}
     if not isinstance(doc, dict):
         raise ConfigError("must be a mapping of provider settings", path=str(p))
     _reject_inline_secrets(doc, str(p))
@@ -176,24 +180,27 @@ def _secret(given: SecretStr | None, env: str, what: str) -> SecretStr:
     return value
 
 
-def make_client(transport: Transport = "aiohttp", *, max_connections: int = 64,
-                timeout_s: float = 10.0) -> httpx.AsyncClient:
+def make_client(transport: Transport = "aiohttp", *, max_connections: int = 64, timeout_s: float = 10.0,
+                deadline_s: float | None = None, max_response_bytes: int = 1 << 20) -> httpx.AsyncClient:
     """The shared pooled `httpx.AsyncClient` (aiohttp underneath by default; see `channels.transport`).
 
     Measured here (bench/RESULTS.md): httpx's default transport parses HTTP in pure Python and was
     several times slower than aiohttp at 64 connections; `winback.channels.transport.AiohttpTransport`
     keeps the httpx API (channels and their `MockTransport` tests are unchanged) over aiohttp's parser,
     and maps a dropped connection to "maybe sent" rather than httpx-aiohttp's "connect timeout".
+    Each request is bounded: `deadline_s` in all (default 3 × `timeout_s`), `max_response_bytes` of answer.
     """
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
     timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0))
+    deadline = deadline_s or 3 * timeout_s
     from winback.channels.transport import ProviderClient
 
+    bounds = {"deadline_s": deadline, "max_response_bytes": max_response_bytes}
     if transport == "aiohttp":
         from winback.channels.transport import AiohttpTransport
 
-        return ProviderClient(transport=AiohttpTransport(limits=limits), timeout=timeout)
-    return ProviderClient(limits=limits, timeout=timeout)
+        return ProviderClient(transport=AiohttpTransport(limits=limits, **bounds), timeout=timeout, **bounds)
+    return ProviderClient(limits=limits, timeout=timeout, **bounds)
 
 
 class Router:
@@ -202,7 +209,8 @@ class Router:
     def __init__(self, config: ProviderConfig, client: httpx.AsyncClient | None = None) -> None:
         self.config = config
         self.client = client or make_client(config.transport, max_connections=config.max_connections,
-                                            timeout_s=config.timeout_s)
+                                            timeout_s=config.timeout_s, deadline_s=config.deadline_s,
+                                            max_response_bytes=config.max_response_bytes)
         self._owns_client = client is None
         self._channels: dict[str, Channel] = {}
 

@@ -108,8 +108,8 @@ class SendGridChannel:
             return LookupResult(key, "unknown", reason=f"http_{response.status_code}")
         try:
             messages = response.json().get("messages", [])
-        except (ValueError, AttributeError):
+            if messages:
+                return LookupResult(key, "found", provider_message_id=messages[0].get("msg_id"))
+        except (ValueError, AttributeError, TypeError, KeyError, IndexError):
             return LookupResult(key, "unknown", reason="unreadable activity answer")
-        if messages:
-            return LookupResult(key, "found", provider_message_id=messages[0].get("msg_id"))
         return LookupResult(key, "not_found")

@@ -12,6 +12,7 @@ lookup URL is configured (the emulator offers one).
 
 from __future__ import annotations
 
+import asyncio
 import email.policy
 import hashlib
 import re
@@ -133,7 +134,9 @@ class SmtpChannel:
             if self.username and self._password is not None:
                 await smtp.login(self.username, self._password.get_secret_value())
         except aiosmtplib.SMTPAuthenticationError as exc:
-            return [SendResult(m.key, "permanent", self.name, reason=f"auth_rejected: smtp_{exc.code}")
+            # The login, not the message: the engine stops email for the run and the rows stay planned.
+            return [SendResult(m.key, "permanent", self.name, scope="account",
+                               reason=f"auth_rejected: The SMTP server rejected the SMTP login (smtp_{exc.code})")
                     for m in messages]
         except (aiosmtplib.SMTPException, OSError) as exc:
             # Nothing was handed over yet: retrying cannot duplicate.
@@ -159,7 +162,9 @@ class SmtpChannel:
     async def _send_one(self, smtp: aiosmtplib.SMTP, message: OutboundMessage) -> SendResult:
         mail = self.mime(message)
         try:
-            await smtp.send_message(mail)
+            # aiosmtplib's timeout is per read: a server trickling its replies would hold us for ever.
+            async with asyncio.timeout(self.timeout * 3):
+                await smtp.send_message(mail)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [err.code for err in exc.recipients]
             code = codes[0] if codes else 550
@@ -171,7 +176,7 @@ class SmtpChannel:
         except aiosmtplib.SMTPResponseException as exc:
             kind = "permanent" if 500 <= exc.code < 600 else "retryable"
             return SendResult(message.key, kind, self.name, reason=f"smtp_{exc.code}: {exc.message[:120]}")
-        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError) as exc:
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError, TimeoutError) as exc:
             # The server may have queued the message before the connection dropped.
             return SendResult(message.key, "retryable", self.name, reason=f"transport: {type(exc).__name__}",
                               ambiguous=True)
@@ -189,7 +194,10 @@ class SmtpChannel:
         except httpx.HTTPError as exc:
             return LookupResult(key, "unknown", reason=f"transport: {type(exc).__name__}")
         if response.status_code == 200:
-            hits = [m for m in response.json().get("messages", []) if m.get("provider") == "smtp"]
+            try:
+                hits = [m for m in response.json().get("messages", []) if m.get("provider") == "smtp"]
+            except (ValueError, AttributeError, TypeError):
+                return LookupResult(key, "unknown", reason="unreadable lookup answer")
             if hits:
                 return LookupResult(key, "found", provider_message_id=hits[0].get("id"))
             return LookupResult(key, "not_found")

@@ -5,8 +5,15 @@ aiohttp against the emulator here (bench/RESULTS.md). Why not `httpx_aiohttp.Aio
 it maps aiohttp's `ServerDisconnectedError` (the server closed the connection *after* our request was
 written) to `httpx.ConnectTimeout`, which reads as "never sent" — wrong for exactly-once, where a
 dropped connection means "maybe sent, look it up". This transport maps exceptions by what they mean
-for delivery, and reads the (small) provider answers in one go.
+for delivery.
 `httpx.MockTransport` still replaces it in unit tests, since channels only see `httpx.AsyncClient`.
+
+Every exchange is bounded, whatever the server does: a total deadline per request (aiohttp's `total`
+timeout here, and `ProviderClient` around any transport — a server trickling one byte every half
+second never trips a per-read timeout), and a maximum answer size (`MAX_RESPONSE_BYTES`, counted while
+the body streams in, before and after content decoding, so neither a 300 MB answer nor a gzip bomb is
+ever held in memory). Either bound ends the request as a read error: the request may have arrived,
+so the engine looks the message up before sending it again.
 """
 
 from __future__ import annotations
@@ -18,12 +25,52 @@ import aiohttp
 import httpx
 import yarl
 
+# Provider answers are a few hundred bytes (an id, an error list, a page of 100 lookups ~100 KB).
+MAX_RESPONSE_BYTES = 1 << 20
+_CHUNK = 16 * 1024  # decoded in slices: one gzip slice inflates to at most ~16 MB before the size check
+
+
+class ResponseTooLarge(httpx.ReadError):
+    """The answer exceeded `MAX_RESPONSE_BYTES`; it was abandoned while streaming in."""
+
+
+class _Body(httpx.AsyncByteStream):
+    """An answer's raw bytes, handed out in slices (a plain `content=` would be decoded eagerly, whole)."""
+
+    def __init__(self, content: bytes) -> None:
+        self._content = content
+
+    async def __aiter__(self):
+        for start in range(0, len(self._content), _CHUNK):
+            yield self._content[start:start + _CHUNK]
+
+
+async def read_capped(response: httpx.Response, limit: int = MAX_RESPONSE_BYTES) -> bytes:
+    """Read a streamed httpx response's decoded body, abandoning it past `limit` bytes (`ResponseTooLarge`)."""
+    declared = response.headers.get("content-length")
+    if declared and declared.strip().isdigit() and int(declared) > limit:
+        raise ResponseTooLarge(f"response body of {int(declared):,} bytes is over the {limit:,}-byte limit",
+                               request=response.request)
+    chunks, size = [], 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            raise ResponseTooLarge(f"response body over the {limit:,}-byte limit", request=response.request)
+        chunks.append(chunk)
+    content = b"".join(chunks)
+    # What httpx's own `aread()` stores: `.content`, `.text` and `.json()` read it from here.
+    response._content = content
+    return content
+
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """httpx transport sending through one pooled `aiohttp.ClientSession` (created lazily in the loop)."""
 
-    def __init__(self, *, limits: httpx.Limits | None = None) -> None:
+    def __init__(self, *, limits: httpx.Limits | None = None, deadline_s: float | None = None,
+                 max_response_bytes: int = MAX_RESPONSE_BYTES) -> None:
         self.limits = limits or httpx.Limits(max_connections=100)
+        self.deadline_s = deadline_s  # total time of one exchange, connecting to the last byte
+        self.max_response_bytes = max_response_bytes
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         # Parsed URLs by text: a channel posts to a handful of endpoints, and aiohttp would re-parse
@@ -51,7 +98,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         limits = (timeout.get("pool"), timeout.get("connect"), timeout.get("read"))
         client_timeout = self._timeouts.get(limits)
         if client_timeout is None:  # one per distinct setting (a client has one or two)
-            client_timeout = aiohttp.ClientTimeout(total=None, connect=limits[0], sock_connect=limits[1],
+            client_timeout = aiohttp.ClientTimeout(total=self.deadline_s, connect=limits[0], sock_connect=limits[1],
                                                    sock_read=limits[2])
             if len(self._timeouts) < 64:
                 self._timeouts[limits] = client_timeout
@@ -67,8 +114,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             async with session.request(request.method, url, headers=request.headers.multi_items(),
                                        data=body or None,
                                        allow_redirects=False, timeout=client_timeout, compress=None) as response:
-                content = await response.read()
                 status, raw_headers = response.status, response.raw_headers
+                content = await self._read(response, request)
         except aiohttp.ClientConnectorError as exc:  # refused / unreachable: nothing was sent
             raise httpx.ConnectError(str(exc), request=request) from exc
         except aiohttp.ConnectionTimeoutError as exc:  # connect timeout: nothing was sent
@@ -83,8 +130,26 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             raise httpx.InvalidURL(str(exc)) from exc
         except aiohttp.ClientError as exc:  # any other client/OS error mid-exchange: maybe sent
             raise httpx.ReadError(f"{type(exc).__name__}: {exc}", request=request) from exc
-        return httpx.Response(status, headers=raw_headers, content=content, request=request,
+        except ValueError as exc:  # a header or status line aiohttp could not make sense of
+            raise httpx.ReadError(f"unreadable answer: {type(exc).__name__}", request=request) from exc
+        return httpx.Response(status, headers=raw_headers, stream=_Body(content), request=request,
                               extensions={"http_version": b"HTTP/1.1"})
+
+    async def _read(self, response: aiohttp.ClientResponse, request: httpx.Request) -> bytes:
+        """The raw body, read while it streams in and abandoned (connection closed) past the size limit."""
+        limit = self.max_response_bytes
+        if response.content_length is not None and response.content_length > limit:
+            response.close()
+            raise ResponseTooLarge(f"response body of {response.content_length:,} bytes is over the "
+                                   f"{limit:,}-byte limit", request=request)
+        chunks, size = [], 0
+        async for chunk in response.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > limit:
+                response.close()  # never back into the pool with the rest of the body unread
+                raise ResponseTooLarge(f"response body over the {limit:,}-byte limit", request=request)
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def aclose(self) -> None:
         """Close the aiohttp session and its connections."""
@@ -121,29 +186,46 @@ class ProviderClient(httpx.AsyncClient):
       (Mailgun's and Twilio's BasicAuth, for one) takes httpx's path unchanged.
     """
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, *, deadline_s: float | None = None, max_response_bytes: int = MAX_RESPONSE_BYTES,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
         self.cookies = self.cookies  # through the setter below: the jar becomes an `_AnswerCookies`
+        self.deadline_s = deadline_s
+        self.max_response_bytes = max_response_bytes
 
     async def send(self, request: httpx.Request, *, stream: bool = False, auth: Any = httpx.USE_CLIENT_DEFAULT,
                    follow_redirects: Any = httpx.USE_CLIENT_DEFAULT) -> httpx.Response:
-        """Send a request (httpx's `AsyncClient.send`)."""
+        """Send a request (httpx's `AsyncClient.send`), within the total deadline and the size limit."""
+        if stream:  # the caller reads (and bounds) the body itself
+            return await super().send(request, stream=True, auth=auth, follow_redirects=follow_redirects)
+        try:
+            async with asyncio.timeout(self.deadline_s):
+                return await self._send_bounded(request, auth, follow_redirects)
+        except TimeoutError:
+            raise httpx.ReadTimeout(f"no complete answer within the {self.deadline_s:g} s deadline",
+                                    request=request) from None
+
+    async def _send_bounded(self, request: httpx.Request, auth: Any, follow_redirects: Any) -> httpx.Response:
         plain = (
-            not stream
-            and auth is httpx.USE_CLIENT_DEFAULT and self.auth is None
+            auth is httpx.USE_CLIENT_DEFAULT and self.auth is None
             and (follow_redirects is httpx.USE_CLIENT_DEFAULT and not self.follow_redirects
                  or follow_redirects is False)
             and not self.event_hooks["request"] and not self.event_hooks["response"]
             and not request.url.userinfo and not self.is_closed
         )
         if not plain:
-            return await super().send(request, stream=stream, auth=auth, follow_redirects=follow_redirects)
+            response = await super().send(request, stream=True, auth=auth, follow_redirects=follow_redirects)
+            try:
+                await read_capped(response, self.max_response_bytes)
+            finally:
+                await response.aclose()
+            return response
         if "timeout" not in request.extensions:
             request.extensions = {**request.extensions, "timeout": self.timeout.as_dict()}
         response = await self._transport_for_url(request.url).handle_async_request(request)
         response.request = request
         try:
-            await response.aread()  # a no-op for this package's transport, which reads the answer whole
+            await read_capped(response, self.max_response_bytes)
         finally:
             await response.aclose()
         self.cookies.extract_cookies(response)

@@ -6,6 +6,15 @@ fields `To` (E.164), `From` or `MessagingServiceSid`, `Body`, optional `StatusCa
 `201 Created` with JSON `{"sid": "SM…", "status": "queued", …}`. Errors are JSON `{"code", "message",
 "more_info", "status"}`: 21610 = the recipient replied STOP (unsubscribed; suppress), 21211 / 21614 =
 not a valid / not a mobile number (invalid address), 20429 or HTTP 429 = too many requests (retry).
+Account errors (HTTP 401/403; 20003 authentication, 20005 account not active, 21212 / 21601 / 21659 /
+21660: the From number is not this account's to send from) stop SMS for the run: every message would
+get the same answer, so none of them is failed (twilio.com/docs/api/errors/<code>).
+
+Accepted means: a 2xx answer whose JSON body carries a Message SID (`SM`/`MM` + 32 hex digits). Twilio
+documents `201 Created` for this request; its official library accepts any 2xx and reads the JSON
+(twilio-python `base/version.py`, `create`), so a 200 or 202 with a Message SID counts as well. A 2xx
+without one (an HTML page from a captive portal or a proxy, an empty body) is not Twilio's answer:
+not sent, and ambiguous (looked up before any retry), since a proxy might still have forwarded it.
 
 Twilio has no idempotency key and no search by custom metadata, so lookup reads the Message list
 (`GET …/Messages.json?To=…&DateSent>=YYYY-MM-DD&PageSize=…`, newest first, `next_page_uri` for the
@@ -17,6 +26,7 @@ lookup, which may come days after a crash. Without a claim time the list is not 
 
 from __future__ import annotations
 
+import re
 import urllib.parse
 from collections.abc import Sequence
 from datetime import timedelta
@@ -29,6 +39,7 @@ from winback.channels.base import (
     LookupResult,
     OutboundMessage,
     SendResult,
+    account_refusal,
     claimed_since,
     parse_retry_after,
     result_from_http_error,
@@ -49,6 +60,17 @@ PERMANENT_CODES = {
     21612: (None, "'To' number is unroutable"),
     21408: (None, "permission to send to this region is not enabled"),
 }
+
+# Errors about the account or its sender number, not about the recipient: they stop the channel.
+ACCOUNT_CODES = {
+    20003: "authentication failed",
+    20005: "the account is not active",
+    21212: "the 'From' number is invalid",
+    21601: "the 'From' number is not an SMS-capable number of this account",
+    21659: "the 'From' number is not a Twilio number",
+    21660: "the 'From' number does not belong to this account",
+}
+_MESSAGE_SID = re.compile(r"^(SM|MM)[0-9a-fA-F]{32}$")
 
 LOOKUP_PAGE_SIZE = 100
 LOOKUP_MAX_PAGES = 5  # 500 messages to one number since the claim: more than that, the answer is `unknown`
@@ -102,18 +124,23 @@ class TwilioChannel:
                                                timeout=self.timeout)
         except httpx.HTTPError as exc:
             return result_from_transport_error(message.key, self.name, exc)
-        if response.status_code in (200, 201):
-            try:
-                sid = response.json().get("sid")
-            except (ValueError, AttributeError):
-                sid = None
-            return SendResult(message.key, "accepted", self.name, provider_message_id=sid)
+        if 200 <= response.status_code < 300:
+            sid = _message_sid(response)
+            if sid is not None:
+                return SendResult(message.key, "accepted", self.name, provider_message_id=sid)
+            kind = (response.headers.get("content-type") or "no content type").split(";")[0].strip()
+            return SendResult(message.key, "retryable", self.name, ambiguous=True,
+                              reason=f"not_twilio: HTTP {response.status_code} ({kind}) without a Message SID "
+                                     "(a captive portal or proxy answered?)")
         try:
             body = response.json()
             code = int(body.get("code")) if body.get("code") is not None else None
             text = str(body.get("message", ""))[:200]
         except (ValueError, AttributeError, TypeError):
             code, text = None, response.text[:200]
+        if code in ACCOUNT_CODES or response.status_code in (401, 403):
+            return account_refusal(message.key, self.name, response.status_code,
+                                   ACCOUNT_CODES.get(code or 0, text), code=str(code) if code else None)
         if code in PERMANENT_CODES:
             suppress, short = PERMANENT_CODES[code]
             return SendResult(message.key, "permanent", self.name, reason=f"twilio_{code}: {short}",
@@ -126,6 +153,8 @@ class TwilioChannel:
     async def send(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
         """Send each SMS as its own request."""
         return [await self._send_one(m) for m in messages]
+
+    lookup_needs_body = True  # matched by recipient and body: the message must be rendered again
 
     def lookup_params(self, message: OutboundMessage) -> dict[str, str | int]:
         """The Message-list filters for one lookup: `To`, `DateSent>` (sent as `DateSent%3E=<day>`, i.e.
@@ -158,3 +187,13 @@ class TwilioChannel:
         if uri.startswith("/") and not uri.startswith("//"):
             return self.base_url + uri
         return uri if uri.startswith(self.base_url + "/") else None
+
+
+def _message_sid(response: httpx.Response) -> str | None:
+    """The Message SID of a create answer, or None when the body is not Twilio's Message JSON."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    sid = body.get("sid") if isinstance(body, dict) else None
+    return sid if isinstance(sid, str) and _MESSAGE_SID.match(sid) else None

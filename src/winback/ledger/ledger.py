@@ -7,9 +7,12 @@ Protocol (used by `winback send`):
    so two processes never get the same row.
 3. After each provider answer, `record(outcomes, claim_token=…)` moves the row to its final state
    (`sent`, `failed`, `suppressed`, `uncertain`) or back to `planned` (retry later) in one transaction.
-4. After a crash, rows still in `sending` are returned by `in_flight()`; the sender looks each one up
-   at the provider and records `sent` when found, otherwise `uncertain` (`mark_uncertain`) or `planned`
-   (`release`) according to its policy. Nothing in `sending` is ever resent blindly.
+4. A claim carries an owner (`claim_owner`) and a lease (`lease_until`, on the run's clock) that the
+   owner renews while it works (`renew`). After a crash, rows whose lease has lapsed (or whose owner is
+   known dead) are taken over with `reclaim()`; the sender looks each one up at the provider and
+   records `sent` when found, otherwise `uncertain` (`mark_uncertain`) or `planned` (`release`)
+   according to its policy, each conditional on its own claim token. Rows under a live lease belong
+   to a sender still at work and are left alone. Nothing in `sending` is ever resent blindly.
 
 All SQL is SQLAlchemy Core with bound parameters; the same code runs on SQLite and PostgreSQL.
 """
@@ -53,6 +56,9 @@ _BULK_CHUNK = 50_000  # rows per driver-level executemany in plan()
 _ANALYZE_AFTER = 10_000  # PostgreSQL: refresh planner statistics after a plan() this large
 _KEY_CHUNK = 5_000  # keys per VALUES list (3 bound parameters each: under both databases' limits)
 _PG_CLAIM_LOCK = 0x77626B636C61696D  # "wbkclaim": pg_advisory_xact_lock id that serialises gated claims
+# How long a claim holds its rows without a renewal. The owner renews every third of it, so a live
+# sender never loses its rows; a crashed one frees them (for reconciliation) this long after its last renewal.
+DEFAULT_LEASE_S = 120.0
 
 
 
@@ -275,7 +281,7 @@ class Ledger:
         gate: bool = True,
         last_orders: Mapping[str, Any] | None = None,
         owner: str | None = None,
-        lease_s: float = 600.0,
+        lease_s: float = DEFAULT_LEASE_S,
     ) -> pd.DataFrame:
         """Atomically move up to `limit` due `planned` rows to `sending`; return them with their `claim_token`.
 
@@ -285,7 +291,8 @@ class Ledger:
         or an if_not_returned step of a customer who ordered since (`last_orders`), it is `skipped`.
         The count and the claim are one transaction, serialised across senders (SQLite's write lock,
         a PostgreSQL advisory lock), so the cap holds as a reservation. The frame's attrs carry
-        `claim_token` and `gate` (a Counter of deferred/skipped reasons).
+        `claim_token` and `gate` (a Counter of deferred/skipped reasons). The rows are held by `owner`
+        (default: the claim token) until `now + lease_s`, which the owner extends with `renew`.
         """
         from collections import Counter
 
@@ -402,7 +409,7 @@ class Ledger:
             # The last outcome given for a key wins (one row can only take one new state).
             latest[key] = {"v_state": o.state, "v_provider": o.provider, "v_message_id": o.provider_message_id,
                            "v_error": o.error, "v_sent_at": when if o.state == "sent" else None,
-                           "v_keep_claim": o.state != "planned"}
+                           "v_keep_claim": o.state != "planned", "v_keep_owner": o.state != "planned"}
             if ids is not None:
                 if o.row_id is None:
                     ids = None
@@ -421,6 +428,9 @@ class Ledger:
             # A row going back to planned gives up its claim; final states keep it for audit.
             "claim_token": sa.case((sa.bindparam("v_keep_claim", type_=sa.Boolean()), t.c.claim_token),
                                    else_=sa.null()),
+            "claim_owner": sa.case((sa.bindparam("v_keep_owner", type_=sa.Boolean()), t.c.claim_owner),
+                                   else_=sa.null()),
+            "lease_until": sa.null(),  # a recorded row is nobody's to hold any more
             "updated_at": when,
         }
         where = [_state_in(from_states)]
@@ -428,21 +438,86 @@ class Ledger:
             where.append(t.c.claim_token == claim_token)
         return self._update_by_keys(latest, assignments, where, "record outcomes", ids=ids)
 
-    def in_flight(self, campaign_id: str | None = None, *, claimed_before: Any | None = None) -> pd.DataFrame:
-        """Rows left in `sending` (by a crashed or a still-running sender; filter with `claimed_before`)."""
+    def in_flight(self, campaign_id: str | None = None, *, claimed_before: Any | None = None,
+                  lapsed_at: Any | None = None) -> pd.DataFrame:
+        """Rows in `sending` (by a crashed or a still-running sender).
+
+        `lapsed_at`: only rows whose lease had lapsed by then (no lease at all — rows claimed before
+        leases existed — counts as lapsed); `claimed_before`: only rows claimed before that instant.
+        """
         t = schema.ledger
         query = sa.select(t).where(t.c.state == "sending")
         if campaign_id is not None:
             query = query.where(t.c.campaign_id == campaign_id)
         if claimed_before is not None:
             query = query.where(t.c.claimed_at < _utc(claimed_before))
+        if lapsed_at is not None:
+            query = query.where(sa.or_(t.c.lease_until.is_(None), t.c.lease_until <= _utc(lapsed_at)))
         return self._select(query.order_by(t.c.id))
 
+    def renew(self, owner: str, *, until: Any, now: Any | None = None) -> int:
+        """Extend the lease of every row `owner` holds in `sending` to `until`; return the rows renewed.
+
+        A row another sender has taken over (after this owner's lease lapsed) has another owner and is
+        not renewed: it is no longer this owner's to record.
+        """
+        t = schema.ledger
+        stmt = (sa.update(t).where(t.c.state == "sending", t.c.claim_owner == owner)
+                .values(lease_until=_utc(until)))
+        try:
+            with self._write() as conn:
+                return max(conn.execute(stmt).rowcount, 0)
+        except sa.exc.SQLAlchemyError as exc:
+            raise LedgerError(f"cannot renew leases: {_short(exc)}") from None
+
+    def reclaim(self, campaign_id: str | None = None, *, owner: str, now: Any | None = None,
+                lease_s: float = DEFAULT_LEASE_S, lapsed_at: Any | None = None,
+                dead_owners: Sequence[str] = (), ids: Sequence[int] | None = None) -> pd.DataFrame:
+        """Take over `sending` rows whose lease lapsed by `lapsed_at` (default `now`; no lease = lapsed) or
+        whose owner is in `dead_owners`: a fresh claim token, `owner` and lease, atomically.
+
+        Returns the rows taken (`attrs["claim_token"]`); a row another reconciler took first, or whose
+        owner renewed it meanwhile, is not returned. Outcomes are then recorded under that token, so a
+        stalled former owner that wakes up cannot overwrite them.
+        """
+        t = schema.ledger
+        when = self._when(now)
+        lapsed = _utc(lapsed_at) if lapsed_at is not None else when
+        token = uuid.uuid4().hex
+        free = [t.c.lease_until.is_(None), t.c.lease_until <= lapsed]
+        dead = [str(o) for o in dict.fromkeys(dead_owners) if o]
+        if dead:
+            free.append(t.c.claim_owner.in_(dead))
+        where = [t.c.state == "sending", sa.or_(*free)]
+        if campaign_id is not None:
+            where.append(t.c.campaign_id == campaign_id)
+        lease = when + pd.Timedelta(seconds=lease_s).to_pytimedelta()
+        values = {"claim_token": token, "claim_owner": owner, "lease_until": lease, "updated_at": when}
+        rows = []
+        try:
+            with self._write() as conn:
+                if ids is None:
+                    rows = conn.execute(sa.update(t).where(*where).values(**values).returning(*t.c)).all()
+                else:
+                    wanted = [int(i) for i in ids]
+                    for start in range(0, len(wanted), _CHUNK):
+                        stmt = (sa.update(t).where(t.c.id.in_(wanted[start:start + _CHUNK]), *where)
+                                .values(**values).returning(*t.c))
+                        rows.extend(conn.execute(stmt).all())
+        except sa.exc.SQLAlchemyError as exc:
+            raise LedgerError(f"cannot take over lapsed rows: {_short(exc)}") from None
+        frame = self._frame(rows).sort_values("id", kind="stable").reset_index(drop=True)
+        frame.attrs["claim_token"] = token
+        return frame
+
     def release(
-        self, keys: Iterable[Key] | pd.DataFrame, *, now: Any | None = None, from_states: Sequence[str] = ("sending",)
+        self, keys: Iterable[Key] | pd.DataFrame, *, now: Any | None = None, from_states: Sequence[str] = ("sending",),
+        claim_token: str | None = None,
     ) -> int:
-        """Put rows back to `planned` (not sent; e.g. a provider outage, or policy `resend` for uncertain rows)."""
-        return self._move(keys, "planned", from_states, now, clear_claim=True)
+        """Put rows back to `planned` (not sent; e.g. a provider outage, or a person's `uncertain resend`).
+
+        With `claim_token`, only rows still held under that claim move."""
+        return self._move(keys, "planned", from_states, now, clear_claim=True, claim_token=claim_token)
 
     def defer(self, keys: Iterable[Key] | pd.DataFrame, *, until: Any, reason: str, now: Any | None = None) -> int:
         """Put `sending` rows back to `planned`, due again at `until`, with the reason (e.g. throttled)."""
@@ -454,22 +529,50 @@ class Ledger:
         return self._update_by_keys({key: {} for key in rows}, values, [_state_in(("sending",))], "defer rows")
 
     def mark_uncertain(
-        self, keys: Iterable[Key] | pd.DataFrame, *, error: str | None = None, now: Any | None = None
+        self, keys: Iterable[Key] | pd.DataFrame, *, error: str | None = None, now: Any | None = None,
+        claim_token: str | None = None,
     ) -> int:
-        """Mark `sending` rows `uncertain`: the provider cannot tell whether the message went out."""
-        return self._move(keys, "uncertain", ("sending",), now, clear_claim=False, error=error)
+        """Mark `sending` rows `uncertain`: the provider cannot tell whether the message went out. They are
+        held for a person (`winback uncertain list|resend|drop`), never resent on their own."""
+        return self._move(keys, "uncertain", ("sending",), now, clear_claim=False, error=error,
+                          claim_token=claim_token, drop_lease=True)
 
-    def _move(self, keys, state, from_states, now, *, clear_claim, error=None) -> int:
+    def uncertain(self, campaign_id: str | None = None) -> pd.DataFrame:
+        """Rows held as `uncertain` (sent or not, nobody could tell), oldest first."""
+        t = schema.ledger
+        query = sa.select(t).where(t.c.state == "uncertain")
+        if campaign_id is not None:
+            query = query.where(t.c.campaign_id == campaign_id)
+        return self._select(query.order_by(t.c.updated_at, t.c.id))
+
+    def drop_uncertain(self, keys: Iterable[Key] | pd.DataFrame, *, now: Any | None = None,
+                       note: str = "dropped by a person") -> int:
+        """A person decided not to resend these `uncertain` rows: they become `failed`, their reason kept."""
+        rows = list(dict.fromkeys(_keys(keys)))
+        if not rows:
+            return 0
+        t = schema.ledger
+        error = sa.func.substr(sa.literal(f"uncertain_dropped: {note}; ") + sa.func.coalesce(t.c.error, ""), 1, 500)
+        values = {"state": "failed", "updated_at": self._when(now), "error": error}
+        return self._update_by_keys({key: {} for key in rows}, values, [_state_in(("uncertain",))],
+                                    "drop uncertain rows")
+
+    def _move(self, keys, state, from_states, now, *, clear_claim, error=None, claim_token=None,
+              drop_lease=False) -> int:
         rows = list(dict.fromkeys(_keys(keys)))
         if not rows:
             return 0
         values: dict[str, Any] = {"state": state, "updated_at": self._when(now)}
         if clear_claim:
             values.update(claim_token=None, claim_owner=None, lease_until=None)
+        elif drop_lease:
+            values["lease_until"] = None
         if error is not None:
             values["error"] = error
-        return self._update_by_keys({key: {} for key in rows}, values, [_state_in(from_states)],
-                                    f"move rows to {state}")
+        where = [_state_in(from_states)]
+        if claim_token is not None:
+            where.append(schema.ledger.c.claim_token == claim_token)
+        return self._update_by_keys({key: {} for key in rows}, values, where, f"move rows to {state}")
 
     def _update_by_keys(self, params: dict[tuple[str, str, int], dict[str, Any]], assignments: dict[str, Any],
                         where: list, what: str, ids: dict[tuple[str, str, int], int] | None = None) -> int:
