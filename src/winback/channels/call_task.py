@@ -6,6 +6,10 @@ by an email. The "message" is a task: one CSV row per customer in `<out_dir>/<ca
 company's CRM through the signed webhook channel. Writing is idempotent by ledger key (a key already
 in the file is not written twice), and lookup reads the file, so a crash between writing and
 recording is reconciled exactly.
+
+Every cell is escaped against formula injection (OWASP, "CSV Injection"): a cell starting with
+`=`, `+`, `-`, `@`, a tab or a carriage return gets a leading `'`, so a spreadsheet shows a customer
+named `=cmd|' /C calc'!A0` as text instead of running it. Keys are unescaped when read back.
 """
 
 from __future__ import annotations
@@ -20,6 +24,20 @@ from winback.channels.webhook import WebhookChannel
 
 COLUMNS = ("key", "campaign_id", "customer_id", "step", "account_manager", "customer_name", "phone", "email",
            "value_tier", "likely_reason", "offer", "coupon_code", "send_at_local", "script")
+
+
+# First characters a spreadsheet reads as the start of a formula (OWASP CSV injection guidance).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def escape_cell(value: str) -> str:
+    """A cell a spreadsheet shows as text: a leading `'` before a formula-starting character."""
+    return "'" + value if value.startswith(_FORMULA_START) else value
+
+
+def unescape_cell(value: str) -> str:
+    """The value `escape_cell` was given."""
+    return value[1:] if value.startswith("'") and value[1:].startswith(_FORMULA_START) else value
 
 
 def _safe_name(name: str) -> str:
@@ -54,21 +72,21 @@ class CallTaskChannel:
             keys: set[str] = set()
             if path.exists():
                 with path.open(encoding="utf-8-sig", newline="") as fh:
-                    keys = {row["key"] for row in csv.DictReader(fh) if row.get("key")}
+                    keys = {unescape_cell(row["key"]) for row in csv.DictReader(fh) if row.get("key")}
             self._seen[path] = keys
         return self._seen[path]
 
     def _row(self, message: OutboundMessage) -> dict[str, str]:
         campaign_id, customer_id, step = split_key(message.key)
         meta = {k: ("" if v is None else str(v)) for k, v in message.metadata.items()}
-        return {
+        return {name: escape_cell(value) for name, value in {
             "key": message.key, "campaign_id": campaign_id, "customer_id": customer_id, "step": str(step),
             "account_manager": message.to, "customer_name": meta.get("customer_name", ""),
             "phone": meta.get("phone", ""), "email": meta.get("email", ""),
             "value_tier": meta.get("value_tier", ""), "likely_reason": meta.get("likely_reason", ""),
             "offer": meta.get("offer", ""), "coupon_code": meta.get("coupon_code", ""),
             "send_at_local": meta.get("send_at_local", ""), "script": message.text or "",
-        }
+        }.items()}
 
     def _write(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
         results = []

@@ -115,13 +115,18 @@ def create_app(
             raise
 
     async def read_body(request: Request) -> bytes:
+        """The body, counted as it arrives: past `MAX_BODY_BYTES` the request is refused (413) at once,
+        without reading the rest — a chunked upload declares no length, so the declared one is not enough."""
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
             raise _Reject(413, "request body too large")
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            raise _Reject(413, "request body too large")
-        return body
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise _Reject(413, "request body too large")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def sendgrid(request: Request) -> Response:
         if sg_key is None:
@@ -233,7 +238,12 @@ def create_app(
             log.warning("rejected %s: %s", request.url.path.split("/unsubscribe/")[0], exc)
             return _error(403, str(exc))
         if isinstance(exc, _Reject):
-            return _error(exc.status, exc.message)
+            response = _error(exc.status, exc.message)
+            if exc.status == 413:
+                # The rest of the upload is not wanted: the server closes the connection after this answer
+                # instead of reading (and discarding) hundreds of megabytes to keep it alive.
+                response.headers["Connection"] = "close"
+            return response
         if isinstance(exc, DataError):
             return _error(400, str(exc))
         if isinstance(exc, LedgerError):

@@ -2,13 +2,23 @@
 
 Templates are compiled once and kept (`auto_reload=False`, one cache entry per file, plus a cache of
 the resolved files per (template, channel, locale)), so a render costs what the template itself costs.
+
+A render is bounded in time and size, whatever the template does (`winback validate` and every send
+render templates someone wrote): loops, calls and macro recursion check a deadline (`max_render_s`);
+`'x' * 10**9`, `10 ** 10 ** 10`, a huge format width or `center`/`indent` width is refused before
+it is computed; string concatenation, filter results and the whole output are held under
+`max_output_chars`. Going past a bound is a `RenderError` that says which one — and a template that ran
+out of time fails at once on later renders in this run (the next thousand rows do not each wait).
 """
 
 from __future__ import annotations
 
+import contextvars
 import json
+import math
 import os
 import re
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -17,8 +27,10 @@ from typing import Any
 from urllib.parse import quote
 
 import jinja2
-from jinja2 import FileSystemLoader, StrictUndefined, Template
+from jinja2 import FileSystemLoader, StrictUndefined, Template, nodes
+from jinja2.filters import do_center, do_format, do_indent
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.visitor import NodeTransformer
 
 from winback.errors import ConfigError
 from winback.render.formatting import FILTERS, normalize_locale
@@ -49,6 +61,162 @@ _SPACE = re.compile(r"\s+")
 
 class RenderError(ConfigError):
     """A template failed to render (unknown variable, sandbox violation, bad filter input)."""
+
+
+# -- bounds on one render ---------------------------------------------------------------------------------
+
+DEFAULT_MAX_RENDER_S = 1.0  # a real message renders in milliseconds
+DEFAULT_MAX_OUTPUT_CHARS = 1_000_000  # per part (subject, text, html); an email is ~100 KB at most
+_MAX_WIDTH = 10_000  # a padding or format width no message needs more of
+
+
+class RenderLimitError(Exception):
+    """A render went past its time or size bound (raised inside the template, reported as a RenderError)."""
+
+
+class _Bounds:
+    __slots__ = ("deadline", "max_chars", "max_render_s", "ticks")
+
+    def __init__(self, max_render_s: float, max_chars: int) -> None:
+        self.max_render_s = max_render_s
+        self.deadline = time.monotonic() + max_render_s
+        self.max_chars = max_chars
+        self.ticks = 0
+
+    def tick(self) -> None:
+        """Count one step (a loop iteration, a call); look at the clock every 64 steps."""
+        self.ticks += 1
+        if not self.ticks & 63 and time.monotonic() > self.deadline:
+            raise RenderLimitError(f"rendering took longer than {self.max_render_s:g} s (a loop or recursion "
+                                   "too long?)")
+
+    def size(self, value: Any) -> Any:
+        if isinstance(value, str | list | tuple) and len(value) > self.max_chars:
+            raise RenderLimitError(f"a value of {len(value):,} characters or items is over the render limit of "
+                                   f"{self.max_chars:,}")
+        return value
+
+
+_BOUNDS: contextvars.ContextVar[_Bounds | None] = contextvars.ContextVar("winback_render_bounds", default=None)
+
+
+def _loop_guard(iterable: Any) -> Any:
+    """What every `{% for %}` iterates over: the same items, with the render's deadline checked."""
+    bounds = _BOUNDS.get()
+    if bounds is None:
+        yield from iterable
+        return
+    for item in iterable:
+        bounds.tick()
+        yield item
+
+
+def _size_guard(value: Any) -> Any:
+    bounds = _BOUNDS.get()
+    return bounds.size(value) if bounds is not None else value
+
+
+def _width(value: Any) -> None:
+    if isinstance(value, int) and abs(value) > _MAX_WIDTH:
+        raise RenderLimitError(f"a width of {value:,} is over the render limit of {_MAX_WIDTH:,}")
+
+
+_FORMAT_WIDTH = re.compile(r"\d{" + str(len(str(_MAX_WIDTH)) + 1) + ",}")  # a number over _MAX_WIDTH
+
+
+def _check_format_string(fmt: str) -> None:
+    """Refuse `%0999999999d` / `{:>999999999}`: the width alone would make a gigabyte string."""
+    if _FORMAT_WIDTH.search(fmt):
+        raise RenderLimitError(f"a format width over the render limit of {_MAX_WIDTH:,}")
+
+
+def _center(value: str, width: int = 80) -> str:
+    _width(width)
+    return do_center(value, width)
+
+
+def _indent(value: str, width: int | str = 4, first: bool = False, blank: bool = False) -> str:
+    _width(width if isinstance(width, int) else len(width))
+    return do_indent(value, width, first, blank)
+
+
+def _format(value: str, *args: Any, **kwargs: Any) -> str:
+    _check_format_string(str(value))
+    for arg in (*args, *kwargs.values()):
+        _width(arg)
+    return do_format(value, *args, **kwargs)
+
+
+class _Guards(NodeTransformer):
+    """Wraps every loop's iterable in `_loop_guard` and every `~` concatenation and filter in `_size_guard`."""
+
+    def _wrap(self, guard: str, node: nodes.Expr) -> nodes.Call:
+        return nodes.Call(nodes.Name(guard, "load", lineno=node.lineno), [node], [], None, None,
+                          lineno=node.lineno)
+
+    def visit_For(self, node: nodes.For) -> nodes.Node:
+        self.generic_visit(node)
+        node.iter = self._wrap(_LOOP_GUARD, node.iter)
+        return node
+
+    def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
+        self.generic_visit(node)
+        return self._wrap(_SIZE_GUARD, node)
+
+    def visit_Filter(self, node: nodes.Filter) -> nodes.Node:
+        self.generic_visit(node)
+        return self._wrap(_SIZE_GUARD, node)
+
+
+_LOOP_GUARD = "__winback_loop_guard"
+_SIZE_GUARD = "__winback_size_guard"
+
+
+class _BoundedSandbox(ImmutableSandboxedEnvironment):
+    """Jinja's immutable sandbox, plus the render bounds (see the module docstring)."""
+
+    intercepted_binops = frozenset(["*", "**", "%", "+"])
+
+    def _parse(self, source, name, filename):
+        return _Guards().visit(super()._parse(source, name, filename))
+
+    def call(__self, __context, __obj, *args, **kwargs):  # the names are Jinja's: keyword arguments pass through
+        bounds = _BOUNDS.get()
+        if bounds is not None:
+            bounds.tick()
+        result = super().call(__context, __obj, *args, **kwargs)
+        return bounds.size(result) if bounds is not None else result
+
+    def call_binop(self, context, operator, left, right):
+        if _BOUNDS.get() is not None:
+            _check_binop(operator, left, right, _BOUNDS.get().max_chars)
+        return _size_guard(super().call_binop(context, operator, left, right))
+
+    def wrap_str_format(self, value):
+        wrapped = super().wrap_str_format(value)
+        if wrapped is None:
+            return None
+        _check_format_string(value.__self__)
+        return wrapped
+
+
+def _check_binop(operator: str, left: Any, right: Any, max_chars: int) -> None:
+    """Refuse, before computing it, a result that would blow the size bound or take for ever."""
+    sequence = (str, list, tuple)
+    if operator == "*":
+        if isinstance(left, sequence) and isinstance(right, int) or isinstance(right, sequence) and isinstance(left, int):
+            seq, times = (left, right) if isinstance(left, sequence) else (right, left)
+            if len(seq) * max(times, 0) > max_chars:
+                raise RenderLimitError(f"a repetition of {len(seq):,} × {times:,} is over the render limit of "
+                                       f"{max_chars:,}")
+    elif operator == "**" and isinstance(left, int | float) and isinstance(right, int | float):
+        if abs(left) > 1 and right > 0 and right * math.log2(abs(left)) > 4096:
+            raise RenderLimitError("a power over the render limit (more than 4096 bits)")
+    elif operator == "%" and isinstance(left, str):
+        _check_format_string(left)
+        if "*" in left:  # `%*d`: the width comes from the arguments
+            for arg in right if isinstance(right, tuple) else (right,):
+                _width(arg)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +268,8 @@ class Renderer:
     """Render templates from `templates_dir` per channel and locale (see `winback.render` for the layout)."""
 
     def __init__(self, templates_dir: str | os.PathLike[str], locale_fallback: Mapping[str, str] | None = None,
-                 *, max_sms_segments: int = DEFAULT_MAX_SMS_SEGMENTS, unsubscribe_mailto: str | None = None) -> None:
+                 *, max_sms_segments: int = DEFAULT_MAX_SMS_SEGMENTS, unsubscribe_mailto: str | None = None,
+                 max_render_s: float = DEFAULT_MAX_RENDER_S, max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS) -> None:
         self.templates_dir = Path(templates_dir)
         if not self.templates_dir.is_dir():
             raise ConfigError("templates folder not found", path=str(self.templates_dir))
@@ -110,7 +279,10 @@ class Renderer:
             self.locale_fallback[str(pattern)] = normalize_locale(target)
         self.max_sms_segments = int(max_sms_segments)
         self.unsubscribe_mailto = unsubscribe_mailto
-        self.env = ImmutableSandboxedEnvironment(
+        self.max_render_s = float(max_render_s)
+        self.max_output_chars = int(max_output_chars)
+        self._out_of_time: dict[tuple[str, str, str], str] = {}  # templates that ran out of time, and why
+        self.env = _BoundedSandbox(
             loader=FileSystemLoader(str(self.templates_dir), encoding="utf-8"),
             undefined=StrictUndefined,
             autoescape=_autoescape,
@@ -121,6 +293,8 @@ class Renderer:
             keep_trailing_newline=False,
         )
         self.env.filters.update(FILTERS)
+        self.env.filters.update(center=_center, indent=_indent, format=_format)
+        self.env.globals.update({_LOOP_GUARD: _loop_guard, _SIZE_GUARD: _size_guard})
         self._compiled: dict[tuple[str, str, str], _Compiled] = {}
         self._inventory: dict[str, dict[str, frozenset[str]]] = {}
 
@@ -235,16 +409,30 @@ class Renderer:
         variables["locale"] = compiled.locale
         variables["channel"] = channel
         variables["unsubscribe_url"] = unsubscribe_url
+        where = (template, channel, compiled.locale)
+        if where in self._out_of_time:
+            raise RenderError(self._out_of_time[where], path=f"{template}/{compiled.locale}", field=channel)
+        token = _BOUNDS.set(_Bounds(self.max_render_s, self.max_output_chars))
         try:
-            text = _clean_text(compiled.text.render(variables))
+            text = _clean_text(self._render_part(compiled.text, variables))
             subject = None
             if compiled.subject is not None:
                 # One line: a newline in a header would let data inject headers.
-                subject = _SPACE.sub(" ", compiled.subject.render(variables)).strip()
-            html = compiled.html.render(variables) if compiled.html is not None else None
+                subject = _SPACE.sub(" ", self._render_part(compiled.subject, variables)).strip()
+            html = self._render_part(compiled.html, variables) if compiled.html is not None else None
+        except RenderLimitError as exc:
+            if "took longer" in str(exc):
+                self._out_of_time[where] = f"over a render bound: {exc}"
+            raise RenderError(f"over a render bound: {exc}", path=f"{template}/{compiled.locale}",
+                              field=channel) from None
+        except RecursionError:
+            raise RenderError("over a render bound: recursion too deep", path=f"{template}/{compiled.locale}",
+                              field=channel) from None
         except Exception as exc:  # any failure inside a template is a template problem for this row
             raise RenderError(f"{type(exc).__name__}: {exc}",
                               path=f"{template}/{compiled.locale}", field=channel) from None
+        finally:
+            _BOUNDS.reset(token)
         segments = encoding = None
         headers: dict[str, str] = {}
         if channel == "sms":
@@ -252,6 +440,19 @@ class Renderer:
         elif channel == "email" and unsubscribe_url:
             headers = self.unsubscribe_headers(unsubscribe_url, unsubscribe_mailto or self.unsubscribe_mailto)
         return RenderedMessage(template, channel, compiled.locale, subject, html, text, segments, encoding, headers)
+
+    def _render_part(self, template: Template, variables: dict[str, Any]) -> str:
+        """One part, streamed and counted: output past `max_output_chars` stops the render."""
+        bounds = _BOUNDS.get()
+        out, size = [], 0
+        for chunk in template.generate(variables):
+            size += len(chunk)
+            if size > self.max_output_chars:
+                raise RenderLimitError(f"the output is over the render limit of {self.max_output_chars:,} characters")
+            if bounds is not None:
+                bounds.tick()
+            out.append(chunk)
+        return "".join(out)
 
     def render_many(self, rows: Iterable[Mapping[str, Any]]) -> Iterator[RenderedMessage]:
         """Render a batch: each row has `template`, `channel`, `locale`, `context`, optional `unsubscribe_url`.

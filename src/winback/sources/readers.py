@@ -88,6 +88,8 @@ def read_csv(path: Path, *, encoding: str = "utf-8-sig") -> pd.DataFrame:
         )
     except (UnicodeDecodeError, pa.ArrowInvalid) as exc:
         located = _locate_decode_error(path, encoding)
+        if located is None and "columns, got" in str(exc):
+            located = _locate_ragged_row(path, encoding, delimiter)
         if located:
             raise located from None
         raise DataError(f"cannot read as CSV: {_first_line(exc)}", file=str(path)) from None
@@ -125,6 +127,29 @@ def _locate_decode_error(path: Path, encoding: str) -> DataError | None:
                 return None
             newlines += chunk.count(b"\n")
             offset += len(chunk)
+
+
+def _locate_ragged_row(path: Path, encoding: str, delimiter: str) -> DataError | None:
+    """The first row whose number of fields differs from the header's, by its line (only run after a failure).
+
+    Arrow's parse error quotes the row but not where it is; a row with a stray delimiter in an address
+    is easy to fix once its line is known.
+    """
+    with path.open(encoding=encoding, errors="replace", newline="") as handle:
+        reader = csv.reader(handle, delimiter=delimiter)
+        header = next(reader, [])
+        line = reader.line_num
+        for row in reader:
+            if row and len(row) != len(header):
+                start = line + 1  # a quoted field may span lines: the row starts after the previous one
+                return DataError(
+                    f"line {start} has {len(row)} fields, the header has {len(header)} "
+                    f"(an unquoted {delimiter!r} inside a value?)",
+                    file=str(path), row=start - 1,
+                    hint="quote values that contain the delimiter, or fix the row",
+                )
+            line = reader.line_num
+    return None
 
 
 def read_parquet(path: Path) -> pd.DataFrame:

@@ -31,6 +31,9 @@ from winback.errors import DataError
 from winback.sources import fields
 
 DEFAULT_LOCALE = "zh-CN"
+# Amounts at or above this are quarantined: far beyond any order, and past what segmentation's
+# decimal sums hold (one such value used to abort `segment` with the database's overflow error).
+MAX_AMOUNT = 1e12
 
 # Stable snake_case codes (users and dashboards count by them).
 CODES = {
@@ -41,6 +44,8 @@ CODES = {
     "unparseable_date": "not a date/time (use ISO 8601, e.g. 2024-03-01 14:30 or 2024-03-01T14:30:00+08:00)",
     "non_numeric_amount": "not a number",
     "negative_amount": "negative amount",
+    "implausible_amount": "amount of 10^12 or more: no real order is that large (a shifted column, an id in "
+                          "the amount, or a unit error?)",
     "unknown_customer": "customer_id not found in the customers file",
     "malformed_email": "malformed email address",
     "invalid_phone": "not a valid phone number in E.164 form (+8613800138000)",
@@ -289,6 +294,10 @@ def _to_utc(parsed: fields.ParsedTimes, position: np.ndarray, customers: pd.Data
     return fields.localize_naive(parsed, row_codes, zone_names)
 
 
+def _too_large(values: np.ndarray) -> np.ndarray:
+    return np.nan_to_num(np.abs(values), nan=0.0) >= MAX_AMOUNT
+
+
 def validate_orders(
     frame: pd.DataFrame,
     customers: pd.DataFrame,
@@ -318,11 +327,13 @@ def validate_orders(
     checks.add("non_numeric_amount", "amount", amount.bad)
     checks.add("non_numeric_amount", "amount", amount.missing, "amount is empty")
     checks.add("negative_amount", "amount", amount.negative)
+    checks.add("implausible_amount", "amount", _too_large(amount.values))
 
     if "discount" in frame.columns:
         discount = fields.parse_money(frame["discount"])
         checks.add("non_numeric_amount", "discount", discount.bad)
         checks.add("negative_amount", "discount", discount.negative)
+        checks.add("implausible_amount", "discount", _too_large(discount.values))
         discount_values = np.nan_to_num(discount.values, nan=0.0)
         filled["orders.discount"] = int(discount.missing.sum())
     else:
