@@ -56,6 +56,7 @@ def gated_plan(n: int, *, campaign_id: str, rules: SendRules = SHARED_CAP, zones
                send_at: str = "2026-11-20T02:00:00Z") -> pd.DataFrame:
     """`make_plan` rows with send rules and customers spread over `zones`."""
     plan = make_plan(n, campaign_id=campaign_id, send_at=send_at)
+    plan["coupon_code"] = [f"{campaign_id[:2].upper()}{i:06d}" for i in range(n)]  # codes are unique across campaigns
     plan["timezone"] = [zones[i % len(zones)] for i in range(n)]
     plan["send_rules"] = rules.to_json()
     return plan
