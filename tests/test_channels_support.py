@@ -42,6 +42,7 @@ def make_plan(n: int, *, campaign_id: str = "spring", channel: str | list[str] =
     for i in range(n):
         ch = channel if isinstance(channel, str) else channel[i % len(channel)]
         cid = f"C{i:06d}"
+        code = f"WB{i:05d}" if campaign_id == "spring" else f"WB-{campaign_id}-{i:05d}"  # unique across campaigns
         locale = "zh-CN" if i % 3 == 0 and ch != "webhook" else "en-US"
         address = {"email": f"{cid.lower()}@example.com", "sms": f"+86138{i:08d}", "webhook": f"openid-{cid}",
                    "call_task": "王经理" if i % 2 else "Alice Smith"}[ch]
@@ -49,7 +50,7 @@ def make_plan(n: int, *, campaign_id: str = "spring", channel: str | list[str] =
             "customer": {"customer_id": cid, "first_name": "小明" if locale == "zh-CN" else "Ann", "last_name": "Li",
                          "locale": locale, "timezone": "Asia/Shanghai", "phone": f"+86138{i:08d}"},
             "offer": {"id": "pct15", "kind": "percent_off", "percent": 15},
-            "coupon_code": f"WB{i:05d}", "history": {}, "brand": {"name": "Club", "url": "https://shop.example.com",
+            "coupon_code": code, "history": {}, "brand": {"name": "Club", "url": "https://shop.example.com",
                                                                  "currency": "CNY"},
             "survey_url": None, "step": 1,
         }
@@ -60,7 +61,7 @@ def make_plan(n: int, *, campaign_id: str = "spring", channel: str | list[str] =
             "send_at_utc": pd.Timestamp(send_at), "send_at_local": "2026-11-20T10:00:00+08:00",
             "timezone": "Asia/Shanghai", "locale": locale, "offer": "pct15", "offer_kind": "percent_off",
             "expected_cost": 1.0, "expected_net_value": 5.0, "p_return": 0.1, "template": template,
-            "coupon_code": f"WB{i:05d}", "value_tier": "gold", "lapse_stage": "lapsed", "likely_reason": "forgotten",
+            "coupon_code": code, "value_tier": "gold", "lapse_stage": "lapsed", "likely_reason": "forgotten",
             "account_manager": address if ch == "call_task" else "Alice Smith",
             "context": json.dumps(context, ensure_ascii=False), "as_of": pd.Timestamp("2026-11-19T00:00:00Z"),
         })

@@ -367,13 +367,13 @@ def test_offer_results_round_trip_and_upsert(ledger):
 
 
 def test_migrations_are_idempotent_on_reopen(ledger, url):
-    assert ledger.migrations_applied == [1, 2]
+    assert ledger.migrations_applied == [1, 2, 3]
     ledger.plan(plan_frame(3))
     with Ledger(url) as again:
         assert again.migrations_applied == []
         assert again.status()["planned"] == 1
         with again.engine.connect() as conn:
-            assert conn.execute(sa.text("select count(*) from schema_version")).scalar_one() == 2
+            assert conn.execute(sa.text("select count(*) from schema_version")).scalar_one() == 3
 
 
 def test_two_processes_opening_a_fresh_database_migrate_once(url):
@@ -390,7 +390,7 @@ def test_two_processes_opening_a_fresh_database_migrate_once(url):
         th.start()
     for th in threads:
         th.join(60)
-    assert sorted(opened) == [[], [1, 2]]
+    assert sorted(opened) == [[], [1, 2, 3]]
 
 
 def test_bad_urls_raise_ledger_errors(tmp_path):
@@ -424,6 +424,7 @@ def plan_frames(draw):
     micros = draw(st.lists(st.integers(0, 999_999), min_size=n, max_size=n))
     costs = draw(st.lists(st.none() | st.floats(-1e6, 1e6, allow_nan=False), min_size=n, max_size=n))
     codes = draw(st.lists(st.none() | _text, min_size=n, max_size=n))
+    codes = [c if c is None or codes.index(c) == i else None for i, c in enumerate(codes)]  # a code is given once
     return pd.DataFrame(
         {
             "campaign_id": draw(_text.filter(bool)),

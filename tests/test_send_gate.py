@@ -263,7 +263,7 @@ def test_a_version_1_ledger_migrates_with_its_rows(tmp_path):
                              "'2026-01-01T00:00:00.000000')"))
     engine.dispose()
     with Ledger(url, clock=FrozenClock("2026-01-02T00:00Z")) as ledger:
-        assert ledger.migrations_applied == [2]
+        assert ledger.migrations_applied == [2, 3]
         assert ledger.status("old")["planned"] == 1
         batch = ledger.claim(limit=5)
         assert len(batch) == 1 and batch["lease_until"].notna().all()

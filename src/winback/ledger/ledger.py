@@ -296,6 +296,7 @@ class Ledger:
         """
         from collections import Counter
 
+        from winback.ledger.decisions import committed_costs
         from winback.policy import gate as send_gate
 
         token = uuid.uuid4().hex
@@ -308,7 +309,7 @@ class Ledger:
         # When each step was decided matters only for the ordered-since check (orders given).
         decided = (t.c.as_of, t.c.planned_at) if last_orders else ()
         due = sa.select(t.c.id, t.c.customer_id, t.c.campaign_id, t.c.channel, t.c.timezone, t.c.send_rules,
-                        *decided).where(*self._due(when, campaign_id, channel, step))
+                        t.c.expected_cost, *decided).where(*self._due(when, campaign_id, channel, step))
         due = due.order_by(t.c.send_at_utc, t.c.id).limit(int(limit))
         if self.dialect == "postgresql":
             # Rows another claimer holds are skipped rather than waited for; the update below stays
@@ -343,7 +344,9 @@ class Ledger:
                 if gate and candidates:
                     frame = pd.DataFrame(candidates, columns=list(candidates[0]._fields))
                     history = self._cap_history(conn, frame, when)
-                    decisions = send_gate.decide(frame, history, pd.Timestamp(when), last_orders)
+                    # The budget: what each campaign has committed (sent + in flight), read under the same lock.
+                    committed = committed_costs(conn, frame)
+                    decisions = send_gate.decide(frame, history, pd.Timestamp(when), last_orders, committed)
                     ids, deferred, skipped = [], [], []
                     for row_id, d in zip(frame["id"].tolist(), decisions, strict=True):
                         if d.action == send_gate.SEND:

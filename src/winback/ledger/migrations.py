@@ -57,7 +57,7 @@ def _v2(dialect: sa.Dialect) -> list[DDLElement | str]:
     "make other kinds of table schema changes" procedure: new table, copy, drop, rename), inside
     this migration's transaction; PostgreSQL alters it.
     """
-    t = schema.ledger
+    t = _v2_ledger()
     ddl: list[DDLElement | str] = []
     if dialect.name == "sqlite":
         old = [c.name for c in _v1_ledger().columns]
@@ -80,7 +80,65 @@ def _v2(dialect: sa.Dialect) -> list[DDLElement | str]:
     return ddl
 
 
-MIGRATIONS: Sequence[Callable[[sa.Dialect], list[DDLElement | str]]] = (_v1, _v2)
+def _v2_ledger() -> sa.Table:
+    """The version-2 ledger table with its indexes (version 3 adds `ix_ledger_coupon`)."""
+    md = sa.MetaData()
+    t = schema.ledger_table(md)
+    sa.Index("ix_ledger_due", t.c.campaign_id, t.c.state, t.c.send_at_utc)
+    sa.Index("ix_ledger_contacts", t.c.customer_id, t.c.sent_at,
+             sqlite_where=t.c.sent_at.isnot(None), postgresql_where=t.c.sent_at.isnot(None))
+    open_ = t.c.state.in_(("planned", "sending"))
+    sa.Index("ix_ledger_open", t.c.state, t.c.send_at_utc, sqlite_where=open_, postgresql_where=open_)
+    sa.Index("ix_ledger_message", t.c.provider_message_id,
+             sqlite_where=t.c.provider_message_id.isnot(None),
+             postgresql_where=t.c.provider_message_id.isnot(None))
+    return t
+
+
+def _coupon_trigger(dialect: sa.Dialect) -> list[str]:
+    """The trigger that registers each new ledger row's coupon code and refuses one given to someone else."""
+    register = ("INSERT INTO coupon_codes (coupon_code, campaign_id, customer_id, step) "
+                "VALUES (NEW.coupon_code, NEW.campaign_id, NEW.customer_id, NEW.step) "
+                "ON CONFLICT (coupon_code) DO NOTHING")
+    taken = ("SELECT 1 FROM coupon_codes WHERE coupon_code = NEW.coupon_code "
+             "AND (campaign_id <> NEW.campaign_id OR customer_id <> NEW.customer_id)")
+    if dialect.name == "sqlite":
+        # SQLite serialises writers: the insert-then-check runs under the database write lock.
+        return [f"CREATE TRIGGER trg_ledger_coupon AFTER INSERT ON ledger WHEN NEW.coupon_code IS NOT NULL "
+                f"BEGIN {register}; SELECT RAISE(ABORT, '{schema.COUPON_TAKEN}') WHERE EXISTS ({taken}); END"]
+    # PostgreSQL: a racing insert of the same code waits on the primary key until the first commits; the
+    # check after it is a new statement (READ COMMITTED), so it sees the winner and aborts the loser.
+    return [
+        f"CREATE FUNCTION winback_register_coupon() RETURNS trigger AS $$ BEGIN {register}; "
+        f"IF EXISTS ({taken}) THEN RAISE EXCEPTION USING ERRCODE = 'unique_violation', "
+        f"MESSAGE = '{schema.COUPON_TAKEN}: ' || NEW.coupon_code; END IF; RETURN NEW; END $$ LANGUAGE plpgsql",
+        "CREATE TRIGGER trg_ledger_coupon AFTER INSERT ON ledger FOR EACH ROW WHEN (NEW.coupon_code IS NOT NULL) "
+        "EXECUTE FUNCTION winback_register_coupon()",
+    ]
+
+
+def _v3(dialect: sa.Dialect) -> list[DDLElement | str]:
+    """Version 3: the decision trail, call outcomes, and coupon codes unique across every campaign.
+
+    No rebuild: new tables, an index and a trigger. The codes already in the ledger are registered first
+    (the earliest row of each code; a code an older ledger gave twice stays with its first campaign).
+    """
+    ddl: list[DDLElement | str] = []
+    for table in (schema.decisions, schema.call_outcomes, schema.coupon_codes):
+        ddl.append(CreateTable(table))
+        ddl.extend(CreateIndex(index) for index in sorted(table.indexes, key=lambda i: i.name))
+    ddl += [
+        CreateIndex(next(i for i in schema.ledger.indexes if i.name == "ix_ledger_coupon")),
+        # `WHERE true`: SQLite needs it to tell an upsert from a join after INSERT … SELECT.
+        "INSERT INTO coupon_codes (coupon_code, campaign_id, customer_id, step) "
+        "SELECT coupon_code, campaign_id, customer_id, step FROM ledger WHERE coupon_code IS NOT NULL "
+        "ORDER BY id ON CONFLICT (coupon_code) DO NOTHING",
+        *_coupon_trigger(dialect),
+    ]
+    return ddl
+
+
+MIGRATIONS: Sequence[Callable[[sa.Dialect], list[DDLElement | str]]] = (_v1, _v2, _v3)
 LATEST_VERSION = len(MIGRATIONS)
 
 

@@ -151,6 +151,8 @@ sa.Index("ix_ledger_open", ledger.c.state, ledger.c.send_at_utc,
 sa.Index("ix_ledger_message", ledger.c.provider_message_id,
          sqlite_where=ledger.c.provider_message_id.isnot(None),
          postgresql_where=ledger.c.provider_message_id.isnot(None))
+sa.Index("ix_ledger_coupon", ledger.c.coupon_code, sqlite_where=ledger.c.coupon_code.isnot(None),
+         postgresql_where=ledger.c.coupon_code.isnot(None))
 
 suppressions = sa.Table(
     "suppressions",
@@ -213,6 +215,72 @@ webhook_tokens = sa.Table(
 )
 sa.Index("ix_webhook_tokens_expiry", webhook_tokens.c.expires_at)
 
+# The decision trail (schema version 3): one row per customer a run evaluated, per campaign and step —
+# also those outside the audience or excluded, who have no ledger row. `winback explain` reads it.
+decisions = sa.Table(
+    "decisions",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("campaign_id", sa.String(200), nullable=False),
+    sa.Column("customer_id", sa.String(200), nullable=False),
+    sa.Column("step", sa.Integer(), nullable=False),
+    sa.Column("decided_at", UTCDateTime(), nullable=False),
+    sa.Column("as_of", UTCDateTime()),
+    sa.Column("in_audience", sa.Boolean(), nullable=False),
+    sa.Column("audience_rule", sa.Text()),  # the rule that kept the customer out (or "in audience")
+    sa.Column("policy", sa.Text()),  # JSON: each channel's check, e.g. {"email": "ok", "sms": "no_consent:sms"}
+    sa.Column("arm", sa.String(20)),  # treatment / holdout / excluded; NULL outside the audience
+    sa.Column("reason", sa.Text()),
+    sa.Column("offer", sa.String(200)),
+    sa.Column("expected_net_value", sa.Float()),
+    sa.Column("expected_cost", sa.Float()),
+    sa.Column("runner_up", sa.String(200)),
+    sa.Column("runner_up_net_value", sa.Float()),
+    sa.Column("channel", sa.String(20)),
+    sa.Column("channel_reason", sa.Text()),
+    sa.Column("human_followup", sa.Text()),
+    sa.Column("detail", sa.Text()),  # JSON: segment figures and the checks not given a column
+    sa.UniqueConstraint("campaign_id", "customer_id", "step", name="uq_decisions_key"),
+)
+sa.Index("ix_decisions_customer", decisions.c.customer_id, decisions.c.campaign_id)
+
+CALL_OUTCOMES = ("reached", "no_answer", "declined", "won_back")
+
+# Every coupon code the ledger ever gave, and to whom (schema version 3). A trigger on the ledger fills
+# it: a code already given to another customer or campaign aborts the insert (and with it the plan), so a
+# code is unique across every campaign, also when two plans race — its primary key decides. A cadence
+# step repeating its customer's code is the same issue, not a new one. Written by the database itself, so
+# no writer can skip it.
+coupon_codes = sa.Table(
+    "coupon_codes",
+    metadata,
+    sa.Column("coupon_code", sa.String(200), primary_key=True),
+    sa.Column("campaign_id", sa.String(200), nullable=False),
+    sa.Column("customer_id", sa.String(200), nullable=False),
+    sa.Column("step", sa.Integer(), nullable=False),
+)
+COUPON_TAKEN = "coupon code already given to another customer or campaign"
+
+# What the account managers report back from their call lists (`winback calls import`): the latest
+# outcome per call task, with the manager's note.
+call_outcomes = sa.Table(
+    "call_outcomes",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("campaign_id", sa.String(200), nullable=False),
+    sa.Column("customer_id", sa.String(200), nullable=False),
+    sa.Column("step", sa.Integer(), nullable=False),
+    sa.Column("outcome", sa.String(20), nullable=False),
+    sa.Column("note", sa.Text()),
+    sa.Column("account_manager", sa.Text()),
+    sa.Column("called_at", UTCDateTime()),
+    sa.Column("recorded_at", UTCDateTime(), nullable=False),
+    sa.Column("source", sa.Text()),
+    sa.UniqueConstraint("campaign_id", "customer_id", "step", name="uq_call_outcomes_key"),
+    sa.CheckConstraint("outcome in ({})".format(",".join(f"'{o}'" for o in CALL_OUTCOMES)),
+                       name="ck_call_outcomes_outcome"),
+)
+
 schema_version = sa.Table(
     "schema_version",
     metadata,
@@ -221,8 +289,10 @@ schema_version = sa.Table(
 )
 
 LEDGER_COLUMNS = [c.name for c in ledger.columns]
-TIMESTAMP_COLUMNS = ("send_at_utc", "as_of", "planned_at", "claimed_at", "sent_at", "updated_at", "lease_until")
+TIMESTAMP_COLUMNS = ("send_at_utc", "as_of", "planned_at", "claimed_at", "sent_at", "updated_at", "lease_until",
+                     "decided_at", "called_at", "recorded_at")
 # Columns and states added by schema version 2 (migrations rebuild the version-1 shape without them).
 V2_COLUMNS = ("send_rules", "gate_reason", "claim_owner", "lease_until")
+
 LEDGER_STATES_V2 = ("planned", "sending", "sent", "failed", "suppressed", "held_out", "uncertain", "skipped")
 V1_STATES = ("planned", "sending", "sent", "failed", "suppressed", "held_out", "uncertain")

@@ -9,7 +9,10 @@ Planning proposes; the gate decides, per message, when the send engine claims it
    plus the messages this same claim has already let through, count against each cap; a message
    over a cap is skipped (`frequency_cap`). The ledger evaluates this inside its claim transaction,
    serialised across senders, so the count is a reservation: two campaigns racing for a customer's
-   last slot give it to one of them.
+   last slot give it to one of them;
+4. **budget** — a row with a cost, of a campaign with a budget, is skipped (`budget`) once the campaign's
+   committed cost (the expected cost of its rows sent or being sent, plus what this claim has already let
+   through) would pass the budget. A row that costs nothing is never stopped by the budget.
 
 Consent and suppression are checked by the engine right after the claim, as before. The gate is
 pure: `decide(rows, history, now, last_orders)` → one decision per row.
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
 SEND = "send"
 DEFER = "defer"
 SKIP = "skip"
+BUDGET_SLACK = 1e-9  # float sums: a budget met exactly is not passed
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class SendRules:
     own_counts: bool = False  # the campaign's own earlier steps count against its caps
     if_not_returned: bool = False
     throttle_wait_minutes: int | None = None  # None: until the end of that day's send window
+    budget: float | None = None  # the campaign's budget: committed + this row's cost may not pass it
 
     def to_json(self) -> str:
         """Compact JSON for the ledger column."""
@@ -60,6 +65,8 @@ class SendRules:
             data["r"] = 1
         if self.throttle_wait_minutes is not None:
             data["t"] = self.throttle_wait_minutes
+        if self.budget is not None:
+            data["b"] = self.budget
         return json.dumps(data, separators=(",", ":"))
 
     @staticmethod
@@ -74,8 +81,10 @@ class SendRules:
             return SendRules()
         window = tuple(data["w"]) if data.get("w") else None
         caps = tuple((str(s), int(m), int(d)) for s, m, d in data.get("c", ()))
+        budget = data.get("b")
         return SendRules(window=window, caps=caps, own_counts=bool(data.get("o")),
-                         if_not_returned=bool(data.get("r")), throttle_wait_minutes=data.get("t"))
+                         if_not_returned=bool(data.get("r")), throttle_wait_minutes=data.get("t"),
+                         budget=None if budget is None else float(budget))
 
     def window_times(self) -> tuple[time, time] | None:
         """The send window as `datetime.time` values."""
@@ -92,7 +101,7 @@ def rules_for(campaign: Campaign, channel: str, *, if_not_returned: bool) -> Sen
     throttle = policy.throttle_wait_minutes
     return SendRules(window=(window.start.strftime("%H:%M"), window.end.strftime("%H:%M")), caps=caps,
                      own_counts=policy.cap_includes_own_cadence, if_not_returned=if_not_returned,
-                     throttle_wait_minutes=throttle)
+                     throttle_wait_minutes=throttle, budget=campaign.budget)
 
 
 def rules_column(campaign: Campaign, channels: pd.Series, *, if_not_returned: bool) -> pd.Series:
@@ -112,13 +121,15 @@ class Decision:
 
 
 def decide(rows: pd.DataFrame, history: pd.DataFrame, now: pd.Timestamp,
-           last_orders: Mapping[str, pd.Timestamp] | None = None) -> list[Decision]:
-    """One decision per row of `rows` (in order; earlier rows take cap slots first).
+           last_orders: Mapping[str, pd.Timestamp] | None = None,
+           committed: Mapping[str, float] | None = None) -> list[Decision]:
+    """One decision per row of `rows` (in order; earlier rows take cap slots and budget first).
 
-    `rows`: customer_id, campaign_id, channel, timezone, send_rules, as_of (and planned_at).
+    `rows`: customer_id, campaign_id, channel, timezone, send_rules, as_of (and planned_at), expected_cost.
     `history`: other messages of these customers that count against caps — customer_id, campaign_id,
     channel and `at` (sent_at, or claimed_at for messages in flight).
     `last_orders`: each customer's latest order time, when the campaign's orders are known.
+    `committed`: per campaign, the cost already committed (expected cost of its rows sent or in flight).
     """
     now = pd.Timestamp(now).tz_convert("UTC")
     n = len(rows)
@@ -161,6 +172,9 @@ def decide(rows: pd.DataFrame, history: pd.DataFrame, now: pd.Timestamp,
     customers = rows["customer_id"].astype(str).tolist()
     campaigns = rows["campaign_id"].astype(str).tolist()
     channels = rows["channel"].astype(str).tolist()
+    costs = pd.to_numeric(rows["expected_cost"], errors="coerce").fillna(0.0).tolist() \
+        if "expected_cost" in rows.columns else [0.0] * n
+    spent = dict(committed or {})
     for pos in range(n):
         if decisions[pos] is not None:
             continue
@@ -177,9 +191,13 @@ def decide(rows: pd.DataFrame, history: pd.DataFrame, now: pd.Timestamp,
                 break
         if over:
             decisions[pos] = Decision(SKIP, "frequency_cap")
+        elif costs[pos] > 0 and rule.budget is not None and \
+                spent.get(campaigns[pos], 0.0) + costs[pos] > rule.budget + BUDGET_SLACK:
+            decisions[pos] = Decision(SKIP, "budget")
         else:
             decisions[pos] = Decision(SEND)
             by_customer.setdefault(customers[pos], []).append((campaigns[pos], channels[pos], now))
+            spent[campaigns[pos]] = spent.get(campaigns[pos], 0.0) + max(costs[pos], 0.0)
     return [d if d is not None else Decision(SEND) for d in decisions]
 
 
