@@ -96,8 +96,12 @@ def test_money_and_uplift(result):
     assert result.incremental_returns["estimate"] == pytest.approx((0.75 - 1 / 3) * 4)
     assert result.incremental_revenue["estimate"] == pytest.approx((55 - 20) * 4)
     assert result.offer_cost == pytest.approx(45.0)
-    assert result.net_incremental_value == pytest.approx(140 - 45)
-    assert result.roi == pytest.approx(95 / 45)
+    # Money is on order value before coupon discounts (B's order: 80 paid + 25 off = 105), so the 25 counts
+    # once, as offer cost: treated (100 + 105 + 40) / 4 = 61.25, holdout 20; margin 100 % without a campaign.
+    assert result.incremental_margin["estimate"] == pytest.approx((61.25 - 20) * 4)
+    assert result.contact_cost == 0.0
+    assert result.net_incremental_value == pytest.approx(165 - 45)
+    assert result.roi == pytest.approx(120 / 45)
 
 
 def test_itt_and_delivery(result):
@@ -159,7 +163,7 @@ def test_json_shape(result):
     assert out["arms"]["treatment"]["n"] == 4 and "revenue" in out["arms"]["holdout"]
     assert set(out["uplift"]["return_rate"]) >= {"diff", "ci_low", "ci_high", "p_value"}
     assert set(out["uplift"]["revenue_per_customer"]) >= {"diff", "ci_low", "ci_high", "p_value"}
-    assert out["roi"] == pytest.approx(95 / 45)
+    assert out["roi"] == pytest.approx(120 / 45)
     assert [r["offer"] for r in out["by_offer"]] == ["amt30", "pct20", "pts", "remind"]
 
 

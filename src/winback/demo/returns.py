@@ -163,11 +163,12 @@ def simulate_returns(contacts: pd.DataFrame, truth: pd.DataFrame, *, days: int =
                                         _uniform(o_keys, 18)) * rov, 2), 1.0)
 
     # Coupons: the winning contact's for incremental returners, the first coupon-bearing one otherwise.
-    coupon_code, offer_kind, percent, amount_off = _coupon_columns(frame, first, win_row, incremental, t_first)
+    coupon_code, offer_kind, percent, amount_off, cap = _coupon_columns(frame, first, win_row, incremental, t_first)
     use_p = np.where(incremental, COUPON_USE_INCREMENTAL, COUPON_USE_BASELINE)
     uses = pd.notna(coupon_code) & (_uniform(keys, 19) < use_p)
     o_uses = uses[o_cust] & (o_seq == 0)
     off = np.where(np.isnan(percent[o_cust]), 0.0, gross * percent[o_cust]) + np.nan_to_num(amount_off[o_cust])
+    off = np.where(np.isnan(cap[o_cust]), off, np.minimum(off, cap[o_cust]))  # the offer's max_discount
     discount = np.where(o_uses, np.round(np.minimum(off, gross), 2), 0.0)
     cust_ids = first["customer_id"].to_numpy()[o_cust]
     prefix = simulated_order_prefix(campaign)
@@ -203,10 +204,13 @@ def _coupon_columns(frame, first, win_row, incremental, t_first):
     if "offer_percent" in frame.columns:
         given = pd.to_numeric(frame["offer_percent"], errors="coerce").to_numpy(dtype=float)[row_safe]
         percent = np.where(np.isnan(given), percent, given / 100.0)
+    cap = np.full(len(row_safe), np.nan)
+    if "offer_max_discount" in frame.columns:
+        cap = pd.to_numeric(frame["offer_max_discount"], errors="coerce").to_numpy(dtype=float)[row_safe]
     if "offer_amount" in frame.columns:
         given = pd.to_numeric(frame["offer_amount"], errors="coerce").to_numpy(dtype=float)[row_safe]
         amount = np.where(np.isnan(given), amount, given)
-    return np.array(code, dtype=object), kind, percent, amount
+    return np.array(code, dtype=object), kind, percent, amount, cap
 
 
 def _ns(series: pd.Series) -> np.ndarray:
@@ -270,18 +274,21 @@ def contacts_from_ledger(rows: pd.DataFrame) -> pd.DataFrame:
     })
     contacts["contact_at"] = pd.to_datetime(contacts["contact_at"], utc=True).astype("datetime64[ns, UTC]")
     if "context" in rows.columns:
-        percent, amount = _offer_values(rows["context"])
+        percent, amount, cap = _offer_values(rows["context"])
         contacts["offer_percent"] = percent
         contacts["offer_amount"] = amount
+        contacts["offer_max_discount"] = cap
     return contacts
 
 
-def _offer_values(context: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """`offer.percent` and `offer.amount` from render-context JSON strings (NaN when absent or unreadable)."""
+def _offer_values(context: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`offer.percent`, `offer.amount` and `offer.max_discount` from render-context JSON strings (NaN when
+    absent or unreadable)."""
     import json
 
     percent = np.full(len(context), np.nan)
     amount = np.full(len(context), np.nan)
+    cap = np.full(len(context), np.nan)
     for i, text in enumerate(context.to_numpy(dtype=object)):
         if not isinstance(text, str) or '"offer"' not in text:
             continue
@@ -289,11 +296,11 @@ def _offer_values(context: pd.Series) -> tuple[np.ndarray, np.ndarray]:
             offer = json.loads(text).get("offer") or {}
         except (ValueError, AttributeError):
             continue
-        for target, key in ((percent, "percent"), (amount, "amount")):
+        for target, key in ((percent, "percent"), (amount, "amount"), (cap, "max_discount")):
             value = offer.get(key)
             if isinstance(value, int | float) and not isinstance(value, bool):
                 target[i] = float(value)
-    return percent, amount
+    return percent, amount, cap
 
 
 def replace_simulated_orders(orders: pd.DataFrame, new_orders: pd.DataFrame,

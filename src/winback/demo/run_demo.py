@@ -36,7 +36,7 @@ START = pd.Timestamp("2026-11-24 09:30", tz="Asia/Shanghai")
 SEED = 7
 
 # Wide enough for the result tables when output is piped (CI logs) or the terminal is narrow.
-console = Console(width=max(Console().width, 132))
+console = Console(width=max(Console().width, 172))
 
 
 def _pct(x: float | None) -> str:
@@ -110,13 +110,14 @@ def reason_table(segments: pd.DataFrame, truth: pd.DataFrame) -> Table:
 
 
 def results_table(run, truth: pd.DataFrame, ledger_rows: pd.DataFrame, dim: str, title: str) -> Table:
-    """Per group of `dim`: treated vs holdout return rate, uplift [95% CI] next to the truth, money."""
+    """Per group of `dim`: treated vs holdout return rate, uplift [95% CI] next to the truth, and money —
+    coupons redeemed, their realized cost, contact cost, incremental gross margin, net value and ROI on margin."""
     from winback.demo import true_uplift
     from winback.demo.returns import contacts_from_ledger
 
     table = Table(title=title)
-    for col in (dim.replace("_", " "), "n treated", "n holdout", "return T", "return H",
-                "uplift pp [95% CI]", "truth pp", "incr. revenue", "offer cost", "ROI"):
+    for col in (dim.replace("_", " "), "n T", "n H", "return T", "return H", "uplift pp [95% CI]", "truth pp",
+                "redeemed", "offer cost", "contact", "incr. margin [95% CI]", "net", "ROI"):
         table.add_column(col, justify="left" if col == dim.replace("_", " ") else "right", no_wrap=True)
     cells = run.result.breakdowns.get(dim)
     if cells is None or cells.empty:
@@ -126,15 +127,30 @@ def results_table(run, truth: pd.DataFrame, ledger_rows: pd.DataFrame, dim: str,
     contacts = contacts_from_ledger(treated).merge(first, on="customer_id", how="left")
     truth_by = true_uplift(truth, contacts, by=dim).set_index(dim)["uplift"]
     for row in cells.to_dict("records"):
-        roi = row["net_incremental_value"] / row["offer_cost"] if row["offer_cost"] else None
         table.add_row(
             str(row[dim]), f"{row['n_treated']:,}", f"{row['n_holdout']:,}",
             _pct(row["return_rate_treated"]), _pct(row["return_rate_holdout"]),
             f"{_pp(row['uplift'])} [{_pp(row['ci_low'])}, {_pp(row['ci_high'])}]",
-            _pp(truth_by.get(row[dim])), _money(row["incremental_revenue"]), _money(row["offer_cost"]),
-            "–" if roi is None or pd.isna(roi) else f"{roi:.1f}×",
+            _pp(truth_by.get(row[dim])), f"{row['coupons_redeemed']:,}", _money(row["offer_cost"]),
+            _money(row["contact_cost"]),
+            f"{_money(row['incremental_margin'])} [{_money(row['margin_ci_low'])}, {_money(row['margin_ci_high'])}]",
+            _money(row["net_incremental_value"]), _roi(row["roi"]),
         )
     return table
+
+
+def _roi(x: float | None) -> str:
+    return "–" if x is None or pd.isna(x) else f"{x:.1f}×"
+
+
+def money_line(run) -> str:
+    """The campaign's money in one line: margin with its CI, costs, net and ROI on margin."""
+    r = run.result
+    m = r.incremental_margin
+    return (f"Incremental gross margin ({r.gross_margin:.0%} of order value) {_money(m.get('estimate'))} "
+            f"[95% CI {_money(m.get('ci_low'))}, {_money(m.get('ci_high'))}] − offer cost {_money(r.offer_cost)} "
+            f"({r.arms['treatment']['coupons_redeemed']:,} coupons redeemed) − contact cost {_money(r.contact_cost)} "
+            f"= net {_money(r.net_incremental_value)}; ROI on margin {_roi(r.roi)}")
 
 
 def main() -> int:
@@ -231,6 +247,11 @@ def main() -> int:
     console.print(results_table(run, truth, rows, "offer", f"Return within {window} days, by offer (intention to treat)"))
     console.print(results_table(run, truth, rows, "value_tier", f"Return within {window} days, by value tier"))
     console.print(run.headline(), highlight=False)
+    console.print(money_line(run), highlight=False)
+    calls = run.result.call_outcomes
+    if calls.get("tasks"):
+        console.print(f"Call tasks: {calls['sent']:,} on the managers' lists; outcomes reported for "
+                      f"{calls['sent'] - calls['no_outcome']:,} (`winback calls import`)", highlight=False)
     console.print(f"Report, table and plots: {OUT / 'report'}", highlight=False)
 
     console.print("[bold]7. Learning[/]: share of each tier's customers given its truly best offer, campaign by campaign")

@@ -15,15 +15,15 @@ pandas). The rules, in one place:
 - **Attribution window**: orders with contact_at ≤ ordered_at < contact_at + window_days (and
   ordered_at ≤ as_of when given). An order before the contact or after the window does not count.
 - **Coupon redemptions**: orders in the window whose `coupon_code` is one of the codes the ledger
-  gave that customer in this campaign. Their cost is, per order: the order's own `discount` when
-  it is recorded (> 0; the shop's actual figure); else by offer kind — `percent_off`: percent ×
-  order amount (`percent` 15 and 0.15 both mean 15 %), `amount_off`: min(amount, order amount);
-  other kinds (points, free shipping, gifts, service recovery): the offer's `cost` from the ledger
-  context when present, else the row's `expected_cost` (the planner's estimate of the offer's cost).
-- **Money**: incremental revenue = (revenue per customer, treated − holdout) × treated customers;
-  offer cost = the cost of all coupons redeemed in the treatment arm (every one is caused by the
-  campaign, also those used by customers who would have bought anyway); net incremental value =
-  incremental revenue − offer cost; ROI = net incremental value / offer cost.
+  gave that customer in this campaign. What each one really cost (the discount applied capped by the
+  offer's rules, points at their value, a shipment, a gift) is `winback.measure.money`'s rule, with the
+  offer's terms from the campaign when given, else from the ledger row's render context.
+- **Money** (`winback.measure.money`, docs/MONEY.md): realized offer cost of the treatment arm's
+  redemptions (every one is caused by the campaign, also those used by customers who would have bought
+  anyway), contact cost of every message really sent, incremental gross margin = incremental order value
+  (before coupon discounts) × the campaign's gross margin, net incremental value = margin − offer cost −
+  contact cost, ROI = net / (offer cost + contact cost). Incremental revenue (what customers paid) is
+  reported beside it.
 - **Statistics**: see `winback.measure.stats` (Newcombe CI + pooled z-test for return rates; Welch by
   default for revenue per customer, `revenue_method="bootstrap"` for the seeded bootstrap).
 - **Breakdowns** by offer, value tier, lapse stage, likely reason, channel and cadence step are
@@ -39,6 +39,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 import numpy as np
@@ -46,7 +47,10 @@ import pandas as pd
 import pyarrow as pa
 
 from winback.errors import DataError
-from winback.measure import stats
+from winback.measure import money, stats
+
+if TYPE_CHECKING:
+    from winback.campaigns.model import Campaign
 
 DEFAULT_BREAKDOWNS = ("offer", "value_tier", "lapse_stage", "likely_reason", "channel", "step")
 MISSING_GROUP = "(none)"
@@ -69,6 +73,10 @@ class MeasureResult:
     net_incremental_value: float
     roi: float | None
     revenue_method: str
+    contact_cost: float = 0.0
+    incremental_margin: dict = field(default_factory=dict)
+    gross_margin: float = 1.0
+    call_outcomes: dict = field(default_factory=dict)
     breakdowns: dict[str, pd.DataFrame] = field(default_factory=dict)
     curve: pd.DataFrame = field(default_factory=pd.DataFrame)
     units: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -86,8 +94,13 @@ class MeasureResult:
             "incremental_returns": _jsonable(self.incremental_returns),
             "incremental_revenue": _jsonable(self.incremental_revenue),
             "offer_cost": _jsonable(self.offer_cost),
+            "contact_cost": _jsonable(self.contact_cost),
+            "total_cost": _jsonable(self.offer_cost + self.contact_cost),
+            "gross_margin": _jsonable(self.gross_margin),
+            "incremental_margin": _jsonable(self.incremental_margin),
             "net_incremental_value": _jsonable(self.net_incremental_value),
             "roi": _jsonable(self.roi),
+            "call_outcomes": _jsonable(self.call_outcomes),
             "methods": {
                 "return_rate": "Newcombe hybrid score (Wilson) 95% CI; pooled two-proportion z-test",
                 "revenue_per_customer": (
@@ -149,40 +162,44 @@ def _utc(series: pd.Series, name: str) -> pd.Series:
     return out.astype("datetime64[ns, UTC]")
 
 
-def _offer_params(ledger: pd.DataFrame) -> pd.DataFrame:
-    """percent (fraction), amount_off and fixed cost per ledger row, from the context JSON and expected_cost.
+def _offer_params(ledger: pd.DataFrame, offers: dict[str, dict] | None = None) -> pd.DataFrame:
+    """Each ledger row's offer cost terms (`money.TERM_COLUMNS`): the campaign's offer by id when given,
+    else what the row's render context names.
 
     Called only for the ledger rows whose coupon was redeemed; their JSON is read by DuckDB in one
-    vectorised pass. Unreadable JSON only loses the kind-specific fallback.
+    vectorised pass. Unreadable JSON only loses the terms (the fallback then applies).
     """
     n = len(ledger)
-    out = pd.DataFrame({"percent": np.full(n, np.nan), "amount_off": np.full(n, np.nan),
-                        "fixed_cost": np.full(n, np.nan)}, index=ledger.index)
-    has_coupon = ledger["coupon_code"].notna().to_numpy(dtype=bool)
-    if "context" in ledger.columns and has_coupon.any():
-        ctx = pd.DataFrame({"i": np.flatnonzero(has_coupon),
-                            "context": ledger["context"].astype("string")[has_coupon].reset_index(drop=True)})
+    out = pd.DataFrame({name: np.full(n, np.nan) for name in money.TERM_COLUMNS}, index=ledger.index)
+    keys = {"percent": "percent", "amount_off": "amount", "max_discount": "max_discount", "points": "points",
+            "point_value": "point_value", "shipping_cost": "shipping_cost", "gift_cost": "gift_cost",
+            "fixed_cost": "fixed_cost"}
+    if "context" in ledger.columns and n:
+        ctx = pd.DataFrame({"i": np.arange(n), "context": ledger["context"].astype("string").reset_index(drop=True)})
+        paths = ", ".join(f"'$.offer.{keys[name]}'" for name in money.TERM_COLUMNS)
+        casts = ", ".join(f"TRY_CAST(v[{i + 1}] AS DOUBLE) AS {name}" for i, name in enumerate(money.TERM_COLUMNS))
         con = duckdb.connect()
         try:
             con.register("ctx", ctx)
             got = con.execute(
-                """SELECT i, TRY_CAST(v[1] AS DOUBLE) AS percent, TRY_CAST(v[2] AS DOUBLE) AS amount_off,
-                          TRY_CAST(v[3] AS DOUBLE) AS fixed_cost
-                   FROM (SELECT i, CASE WHEN json_valid(context) THEN json_extract_string(
-                                   context, ['$.offer.percent', '$.offer.amount', '$.offer.cost']) END AS v
+                f"""SELECT i, {casts}
+                   FROM (SELECT i, CASE WHEN json_valid(context) THEN json_extract_string(context, [{paths}]) END AS v
                          FROM ctx) ORDER BY i"""
             ).df()
         finally:
             con.close()
         rows = got["i"].to_numpy()
-        for name in ("percent", "amount_off", "fixed_cost"):
+        for name in money.TERM_COLUMNS:
             out.iloc[rows, out.columns.get_loc(name)] = got[name].to_numpy(dtype=float, na_value=np.nan)
-    # `percent` may be written 15 or 0.15.
-    pct = out["percent"].to_numpy()
-    out["percent"] = np.where(pct > 1, pct / 100.0, pct)
-    if "expected_cost" in ledger.columns:
-        expected = pd.to_numeric(ledger["expected_cost"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-        out["fixed_cost"] = np.where(np.isnan(out["fixed_cost"].to_numpy()), expected, out["fixed_cost"])
+        # `percent` may be written 15 or 0.15.
+        pct = out["percent"].to_numpy()
+        out["percent"] = np.where(pct > 1, pct / 100.0, pct)
+    if offers:
+        ids = ledger["offer"].astype("string").to_numpy(dtype=object, na_value=None)
+        for pos, offer_id in enumerate(ids):
+            terms = offers.get(offer_id) if offer_id is not None else None
+            if terms is not None:
+                out.iloc[pos] = [np.nan if terms[c] is None else float(terms[c]) for c in money.TERM_COLUMNS]
     return out
 
 
@@ -288,7 +305,8 @@ def attribute_orders(
     units: pd.DataFrame, coupons: pd.DataFrame, orders, *, led: pd.DataFrame, window_days: float,
     as_of: pd.Timestamp | None = None,
 ) -> pd.DataFrame:
-    """Per unit (aligned with `units`): orders, revenue, first order day, coupons redeemed and their cost.
+    """Per unit (aligned with `units`): orders, revenue (paid), order value (before coupon discounts), first
+    order day, coupons redeemed, their realized cost and how many of them were costed without the offer's terms.
 
     `units`: `customer_id`, `contact_at` (UTC), one row per unit. `coupons`: `customer_id`,
     `coupon_code`, `ci` (the ledger row in `led` that gave the code). Orders count when
@@ -318,8 +336,8 @@ def attribute_orders(
                LEFT JOIN c ON c.customer_id = o.customer_id AND c.coupon_code = o.coupon_code"""
         )
         per_unit = con.execute(
-            "SELECT unit, count(*) AS orders, sum(amount) AS revenue, min(dt) AS first_dt, count(ci) AS coupons "
-            "FROM hits GROUP BY unit"
+            "SELECT unit, count(*) AS orders, sum(amount) AS revenue, sum(amount + discount) AS order_value, "
+            "min(dt) AS first_dt, count(ci) AS coupons FROM hits GROUP BY unit"
         ).fetchnumpy()
         redeemed = con.execute("SELECT unit, ci, amount, discount FROM hits WHERE ci IS NOT NULL").df()
     except duckdb.Error as exc:
@@ -327,15 +345,18 @@ def attribute_orders(
     finally:
         con.close()
     idx = np.asarray(per_unit["unit"], dtype=np.int64)
-    out = pd.DataFrame({"orders": np.zeros(n, dtype=np.int64), "revenue": np.zeros(n),
+    out = pd.DataFrame({"orders": np.zeros(n, dtype=np.int64), "revenue": np.zeros(n), "order_value": np.zeros(n),
                         "first_order_days": np.full(n, np.nan), "coupons_redeemed": np.zeros(n, dtype=np.int64)})
     out.loc[idx, "orders"] = np.asarray(per_unit["orders"], dtype=np.int64)
     out.loc[idx, "revenue"] = np.asarray(per_unit["revenue"], dtype=float)
+    out.loc[idx, "order_value"] = np.asarray(per_unit["order_value"], dtype=float)
     out.loc[idx, "first_order_days"] = np.asarray(per_unit["first_dt"], dtype=float) / _US_PER_DAY
     out.loc[idx, "coupons_redeemed"] = np.asarray(per_unit["coupons"], dtype=np.int64)
-    costs = redemption_costs(led, redeemed)
-    out["coupon_cost"] = np.bincount(redeemed["unit"].to_numpy(dtype=np.int64), weights=costs, minlength=n) \
-        if len(redeemed) else np.zeros(n)
+    costs, known = redemption_costs(led, redeemed)
+    owner = redeemed["unit"].to_numpy(dtype=np.int64)
+    out["coupon_cost"] = np.bincount(owner, weights=costs, minlength=n) if len(redeemed) else np.zeros(n)
+    out["coupons_estimated"] = np.bincount(owner, weights=~known, minlength=n).astype(np.int64) \
+        if len(redeemed) else np.zeros(n, dtype=np.int64)
     out["returned"] = out["orders"].to_numpy() > 0
     return out
 
@@ -354,23 +375,20 @@ def _coupon_table(led: pd.DataFrame) -> pd.DataFrame:
     return c
 
 
-def redemption_costs(led: pd.DataFrame, redeemed: pd.DataFrame) -> np.ndarray:
-    """Cost of each redeemed coupon order (`redeemed`: ci, amount, discount); rules in the module docstring."""
+def redemption_costs(led: pd.DataFrame, redeemed: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(cost, known) of each redeemed coupon order (`redeemed`: ci, amount, discount): `money.redemption_costs`."""
     if redeemed.empty:
-        return np.zeros(0)
+        return np.zeros(0), np.zeros(0, dtype=bool)
     rows = np.unique(redeemed["ci"].to_numpy())
-    params = _offer_params(led.iloc[rows].reset_index(drop=True))
+    params = _offer_params(led.iloc[rows].reset_index(drop=True), led.attrs.get("offer_terms"))
     at = np.searchsorted(rows, redeemed["ci"].to_numpy())
-    kind = led["offer_kind"].to_numpy(dtype=object, na_value=None)[redeemed["ci"].to_numpy()]
-    percent = params["percent"].to_numpy()[at]
-    amount_off = params["amount_off"].to_numpy()[at]
-    fixed = params["fixed_cost"].to_numpy()[at]
-    amount = redeemed["amount"].to_numpy(dtype=float)
-    discount = redeemed["discount"].to_numpy(dtype=float)
-    cost = np.where(np.isnan(fixed), 0.0, fixed)
-    cost = np.where((kind == "amount_off") & ~np.isnan(amount_off), np.minimum(amount_off, amount), cost)
-    cost = np.where((kind == "percent_off") & ~np.isnan(percent), percent * amount, cost)
-    return np.where(discount > 0, discount, cost)
+    ci = redeemed["ci"].to_numpy()
+    kind = led["offer_kind"].to_numpy(dtype=object, na_value=None)[ci]
+    expected = pd.to_numeric(led["expected_cost"], errors="coerce").to_numpy(dtype=float)[ci] \
+        if "expected_cost" in led.columns else np.zeros(len(ci))
+    return money.redemption_costs(kind, redeemed["amount"].to_numpy(dtype=float),
+                                  redeemed["discount"].to_numpy(dtype=float),
+                                  params.iloc[at].reset_index(drop=True), expected)
 
 
 def _customer_units(led: pd.DataFrame) -> pd.DataFrame:
@@ -378,7 +396,7 @@ def _customer_units(led: pd.DataFrame) -> pd.DataFrame:
             "likely_reason", "channel"]
     if led.attrs.get("one_row_per_customer"):
         # No follow-up steps yet: each row is a customer (the common case, and the big one).
-        units = led[cols + ["contact_at", "really_sent"]].rename(columns={"really_sent": "contacted"})
+        units = led[cols + ["contact_at", "really_sent", "contact_cost"]].rename(columns={"really_sent": "contacted"})
         units["delivered"] = units["contacted"] & ~led["delivery_status"].eq("bounced").fillna(False).to_numpy()
         units["steps"] = led["step"].to_numpy()
         units.insert(0, "unit", np.arange(len(units), dtype="int64"))
@@ -393,6 +411,7 @@ def _customer_units(led: pd.DataFrame) -> pd.DataFrame:
     units["contacted"] = units["customer_id"].map(sent).astype(bool)
     units["delivered"] = units["contacted"] & ~units["customer_id"].map(bounced).astype(bool)
     units["steps"] = units["customer_id"].map(g["step"].max()).astype("int64")
+    units["contact_cost"] = units["customer_id"].map(g["contact_cost"].sum()).astype("float64")
     units = units.reset_index(drop=True)
     units.insert(0, "unit", np.arange(len(units), dtype="int64"))
     return units
@@ -407,6 +426,7 @@ def _arm_summary(units: pd.DataFrame, arm: str) -> dict:
 
     returned = int(total("returned"))
     revenue = float(total("revenue"))
+    order_value = float(total("order_value"))
     return {
         "n": n,
         "returned": returned,
@@ -414,13 +434,20 @@ def _arm_summary(units: pd.DataFrame, arm: str) -> dict:
         "orders": int(total("orders")),
         "revenue": revenue,
         "revenue_per_customer": revenue / n if n else math.nan,
+        "order_value": order_value,
+        "order_value_per_customer": order_value / n if n else math.nan,
         "coupons_redeemed": int(total("coupons_redeemed")),
         "coupon_cost": float(total("coupon_cost")),
+        "contact_cost": float(total("contact_cost")),
     }
 
 
+SUMS = ("n", "ret", "rev", "rev2", "ov", "ov2", "red", "cost", "contact")
+
+
 def _group_sums(units: pd.DataFrame, dims: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
-    """Per dimension and group: n, returned, revenue, revenue², coupon cost, for each arm (one DuckDB pass)."""
+    """Per dimension and group and arm: n, returned, revenue and order value (with squares), coupons, their
+    cost and contact cost (one DuckDB pass)."""
     dims = list(dims)
     if not dims or units.empty:
         return {d: {"labels": []} for d in dims}
@@ -430,7 +457,10 @@ def _group_sums(units: pd.DataFrame, dims: Sequence[str]) -> dict[str, dict[str,
         cols[f"d{i}"] = pa.array(values.astype("string").array, type=pa.string())
     table = pa.table({**cols, "t": units["arm"].eq("treatment").to_numpy(dtype=bool),
                       "r": units["returned"].to_numpy(dtype=float), "rev": units["revenue"].to_numpy(dtype=float),
-                      "cost": units["coupon_cost"].to_numpy(dtype=float)})
+                      "ov": units["order_value"].to_numpy(dtype=float),
+                      "red": units["coupons_redeemed"].to_numpy(dtype=float),
+                      "cost": units["coupon_cost"].to_numpy(dtype=float),
+                      "contact": units["contact_cost"].to_numpy(dtype=float)})
     sets = ", ".join(f"(d{i}, t)" for i in range(len(dims)))
     flags = ", ".join(f"GROUPING(d{i}) AS g{i}" for i in range(len(dims)))
     con = duckdb.connect()
@@ -439,7 +469,8 @@ def _group_sums(units: pd.DataFrame, dims: Sequence[str]) -> dict[str, dict[str,
         con.register("x", table)
         got = con.execute(
             f"SELECT {flags}, {', '.join(f'd{i}' for i in range(len(dims)))}, t, count(*) AS n, sum(r) AS ret, "
-            f"sum(rev) AS rev, sum(rev * rev) AS rev2, sum(cost) AS cost FROM x GROUP BY GROUPING SETS ({sets})"
+            f"sum(rev) AS rev, sum(rev * rev) AS rev2, sum(ov) AS ov, sum(ov * ov) AS ov2, sum(red) AS red, "
+            f"sum(cost) AS cost, sum(contact) AS contact FROM x GROUP BY GROUPING SETS ({sets})"
         ).df()
     finally:
         con.close()
@@ -451,7 +482,7 @@ def _group_sums(units: pd.DataFrame, dims: Sequence[str]) -> dict[str, dict[str,
         pos = pd.Index(labels).get_indexer(label)
         treated = part["t"].to_numpy(dtype=bool)
         sums = {"labels": labels}
-        for name in ("n", "ret", "rev", "rev2", "cost"):
+        for name in SUMS:
             values = part[name].to_numpy(dtype=float)
             t_arr, h_arr = np.zeros(len(labels)), np.zeros(len(labels))
             np.add.at(t_arr, pos[treated], values[treated])
@@ -469,22 +500,28 @@ def _sort_key(value: str):
         return (1, 0.0, value)
 
 
-def _group_comparisons(sums: dict, dim: str, confidence: float) -> pd.DataFrame:
-    """Treated vs holdout per value of `dim`: counts, rates, Newcombe CI, Welch revenue CI, Holm p."""
+def _welch(s1: float, s2: float, n: float) -> tuple[float, float]:
+    """(mean, sample variance) from a sum and a sum of squares over n values."""
+    mean = s1 / n if n else math.nan
+    var = (s2 - n * mean * mean) / (n - 1) if n > 1 else math.nan
+    return mean, max(var, 0.0) if var == var else var
+
+
+def _group_comparisons(sums: dict, dim: str, confidence: float, gross_margin: float = 1.0) -> pd.DataFrame:
+    """Treated vs holdout per value of `dim`: counts, rates, Newcombe CI, Welch revenue CI, Holm p, money."""
     groups = sums["labels"]
     if not groups:
         return pd.DataFrame()
     (n_t, n_h), (r_t, r_h) = sums["n"], sums["ret"]
-    (rev_t, rev_h), (rev2_t, rev2_h) = sums["rev"], sums["rev2"]
-    cost_t, _ = sums["cost"]
     rr = stats.diff_proportions_array(r_t, n_t, r_h, n_h, confidence)
     rows = []
     for i, g in enumerate(groups):
-        mt = rev_t[i] / n_t[i] if n_t[i] else math.nan
-        mh = rev_h[i] / n_h[i] if n_h[i] else math.nan
-        vt = (rev2_t[i] - n_t[i] * mt * mt) / (n_t[i] - 1) if n_t[i] > 1 else math.nan
-        vh = (rev2_h[i] - n_h[i] * mh * mh) / (n_h[i] - 1) if n_h[i] > 1 else math.nan
-        w = stats.welch_from_moments(mt, max(vt, 0.0), int(n_t[i]), mh, max(vh, 0.0), int(n_h[i]), confidence)
+        mt, vt = _welch(sums["rev"][0][i], sums["rev2"][0][i], n_t[i])
+        mh, vh = _welch(sums["rev"][1][i], sums["rev2"][1][i], n_h[i])
+        w = stats.welch_from_moments(mt, vt, int(n_t[i]), mh, vh, int(n_h[i]), confidence)
+        ot, ovt = _welch(sums["ov"][0][i], sums["ov2"][0][i], n_t[i])
+        oh, ovh = _welch(sums["ov"][1][i], sums["ov2"][1][i], n_h[i])
+        ov = stats.welch_from_moments(ot, ovt, int(n_t[i]), oh, ovh, int(n_h[i]), confidence)
         inc_rev = w.diff * n_t[i] if n_t[i] else math.nan
         rows.append({
             dim: g,
@@ -497,8 +534,10 @@ def _group_comparisons(sums: dict, dim: str, confidence: float) -> pd.DataFrame:
             "revenue_uplift": w.diff, "revenue_ci_low": w.ci_low, "revenue_ci_high": w.ci_high,
             "revenue_p_value": w.p_value,
             "incremental_returns": rr["diff"][i] * n_t[i] if n_t[i] else math.nan,
-            "incremental_revenue": inc_rev, "offer_cost": cost_t[i],
-            "net_incremental_value": inc_rev - cost_t[i] if n_t[i] else math.nan,
+            "incremental_revenue": inc_rev,
+            "coupons_redeemed": int(sums["red"][0][i]),
+            **money.money_columns(ov.diff, ov.ci_low, ov.ci_high, int(n_t[i]), gross_margin=gross_margin,
+                                  offer_cost=float(sums["cost"][0][i]), contact_cost=float(sums["contact"][0][i])),
         })
     out = pd.DataFrame(rows)
     if len(out):
@@ -531,8 +570,14 @@ def measure_campaign(
     confidence: float = 0.95,
     revenue_method: str = "welch",
     seed: int = 0,
+    campaign: Campaign | None = None,
 ) -> MeasureResult:
-    """Measure one campaign's ledger rows against orders: per-arm figures, uplift with CIs, ROI, breakdowns."""
+    """Measure one campaign's ledger rows against orders: per-arm figures, uplift with CIs, money, breakdowns.
+
+    `campaign` (its definition) gives the offers' cost terms, the gross margin and the contact costs; without
+    it the terms come from the ledger rows' contexts, the margin is 100 % and contacts cost nothing. An
+    `sms_segments` column on the ledger rows prices each SMS by its segments (1 when absent).
+    """
     if not window_days or window_days <= 0:
         raise DataError(f"the attribution window must be a positive number of days, got {window_days}")
     if revenue_method not in ("welch", "bootstrap"):
@@ -547,6 +592,15 @@ def measure_campaign(
     if as_of is not None:
         as_of = pd.Timestamp(as_of)
         as_of = as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of.tz_convert("UTC")
+    notes: list[str] = []
+    gross_margin, rates = 1.0, {}
+    if campaign is not None:
+        gross_margin, rates = campaign.economics.gross_margin, dict(campaign.economics.contact_costs)
+        led.attrs["offer_terms"] = {o.id: money.offer_terms(o) for o in campaign.offers}
+    else:
+        notes.append("no campaign definition given: gross margin 100 % and no contact costs assumed")
+    led["contact_cost"] = money.contact_costs(led["channel"], led["really_sent"].to_numpy(), rates,
+                                              led["sms_segments"] if "sms_segments" in led.columns else None)
     coupons = _coupon_table(led)
     units = _customer_units(led)
     outcome = attribute_orders(units, coupons, orders, led=led, window_days=window_days, as_of=as_of)
@@ -554,17 +608,23 @@ def measure_campaign(
 
     arms = {arm: _arm_summary(units, arm) for arm in ("treatment", "holdout")}
     t, h = arms["treatment"], arms["holdout"]
-    notes: list[str] = []
     if t["n"] == 0 or h["n"] == 0:
         notes.append("one arm is empty: no uplift can be estimated")
     rr = stats.diff_proportions(t["returned"], t["n"], h["returned"], h["n"], confidence)
     rev_t = units.loc[units["arm"] == "treatment", "revenue"].to_numpy()
     rev_h = units.loc[units["arm"] == "holdout", "revenue"].to_numpy()
     rev = stats.diff_means(rev_t, rev_h, confidence=confidence, method=revenue_method, seed=seed)
+    treated = units["arm"].eq("treatment").to_numpy(dtype=bool)
+    value = units["order_value"].to_numpy(dtype=float)
+    ov = stats.diff_means(value[treated], value[~treated], confidence=confidence, method=revenue_method, seed=seed)
     n_t = t["n"]
-    offer_cost = t["coupon_cost"]
     inc_revenue = rev.diff * n_t
-    net = inc_revenue - offer_cost
+    figures = money.money_columns(ov.diff, ov.ci_low, ov.ci_high, n_t, gross_margin=gross_margin,
+                                  offer_cost=t["coupon_cost"], contact_cost=t["contact_cost"])
+    estimated = int(units["coupons_estimated"].to_numpy()[treated].sum())
+    if estimated:
+        notes.append(f"{estimated} redeemed coupon(s) costed at the recorded discount or the plan's expected cost: "
+                     "their offer's terms are in neither the campaign nor the ledger context")
     tr = units[units["arm"] == "treatment"]
     delivery = {
         "treated": n_t,
@@ -585,9 +645,10 @@ def measure_campaign(
     sums = _group_sums(units, plain)
     for dim in by:
         if dim == "step":
-            breakdowns["step"] = _step_breakdown(led, units, coupons, orders, window_days, as_of, confidence)
+            breakdowns["step"] = _step_breakdown(led, units, coupons, orders, window_days, as_of, confidence,
+                                                 gross_margin)
         else:
-            breakdowns[dim] = _group_comparisons(sums[dim], dim, confidence)
+            breakdowns[dim] = _group_comparisons(sums[dim], dim, confidence, gross_margin)
     if len(breakdowns):
         notes.append("Breakdowns test many subgroups; use p_holm (Holm-adjusted within each dimension) "
                      "before calling a subgroup difference real.")
@@ -600,10 +661,15 @@ def measure_campaign(
         uplift={"return_rate": rr.to_dict(), "revenue_per_customer": rev.to_dict()},
         incremental_returns={"estimate": rr.diff * n_t, "ci_low": rr.ci_low * n_t, "ci_high": rr.ci_high * n_t},
         incremental_revenue={"estimate": inc_revenue, "ci_low": rev.ci_low * n_t, "ci_high": rev.ci_high * n_t},
-        offer_cost=offer_cost,
-        net_incremental_value=net,
-        roi=(net / offer_cost) if offer_cost > 0 else None,
+        offer_cost=figures["offer_cost"],
+        net_incremental_value=figures["net_incremental_value"],
+        roi=figures["roi"],
         revenue_method=revenue_method,
+        contact_cost=figures["contact_cost"],
+        incremental_margin={"estimate": figures["incremental_margin"], "ci_low": figures["margin_ci_low"],
+                            "ci_high": figures["margin_ci_high"],
+                            "order_value_uplift": ov.to_dict()},
+        gross_margin=gross_margin,
         breakdowns=breakdowns,
         curve=cumulative_return_curve(units, window_days),
         units=units,
@@ -611,25 +677,26 @@ def measure_campaign(
     )
 
 
-def _step_breakdown(led, units, coupons, orders, window_days, as_of, confidence) -> pd.DataFrame:
-    """Per cadence step: customers with a row at that step, their window timed from that step's contact."""
-    steps = led[["customer_id", "arm", "step", "contact_at"]].reset_index(drop=True)
+def _step_breakdown(led, units, coupons, orders, window_days, as_of, confidence, gross_margin) -> pd.DataFrame:
+    """Per cadence step: customers with a row at that step, their window timed from that step's contact; the
+    step's own contact cost."""
+    steps = led[["customer_id", "arm", "step", "contact_at", "contact_cost"]].reset_index(drop=True)
     # Rows whose window is the customer's own (their first step) reuse the customer-level attribution;
     # only later steps need a join of their own.
     if led.attrs.get("one_row_per_customer"):
         # One row per customer (no follow-ups yet): the customer-level attribution is the step's.
         return _group_comparisons(_group_sums(units.assign(step=units["steps"]), ["step"])["step"], "step",
-                                  confidence)
+                                  confidence, gross_margin)
     known = units.set_index("customer_id")["contact_at"].reindex(steps["customer_id"])
     same = (steps["contact_at"].to_numpy(dtype="datetime64[ns]") == known.to_numpy(dtype="datetime64[ns]"))
-    reused = steps[same].merge(units[["customer_id", "orders", "revenue", "first_order_days", "coupons_redeemed",
-                                      "coupon_cost", "returned"]], on="customer_id", how="left")
+    reused = steps[same].merge(units[["customer_id", "orders", "revenue", "order_value", "first_order_days",
+                                      "coupons_redeemed", "coupon_cost", "returned"]], on="customer_id", how="left")
     later = steps[~same].reset_index(drop=True)
     if len(later):
         later = pd.concat([later, attribute_orders(later, coupons, orders, led=led, window_days=window_days,
                                                    as_of=as_of)], axis=1)
         reused = pd.concat([reused, later], ignore_index=True)
-    return _group_comparisons(_group_sums(reused, ["step"])["step"], "step", confidence)
+    return _group_comparisons(_group_sums(reused, ["step"])["step"], "step", confidence, gross_margin)
 
 
 def _overall_row(result: MeasureResult) -> pd.DataFrame:
@@ -645,6 +712,12 @@ def _overall_row(result: MeasureResult) -> pd.DataFrame:
         "revenue_per_customer_holdout": h["revenue_per_customer"], "revenue_uplift": rev["diff"],
         "revenue_ci_low": rev["ci_low"], "revenue_ci_high": rev["ci_high"], "revenue_p_value": rev["p_value"],
         "incremental_returns": result.incremental_returns["estimate"],
-        "incremental_revenue": result.incremental_revenue["estimate"], "offer_cost": result.offer_cost,
-        "net_incremental_value": result.net_incremental_value,
+        "incremental_revenue": result.incremental_revenue["estimate"],
+        "coupons_redeemed": t["coupons_redeemed"],
+        "incremental_margin": result.incremental_margin.get("estimate"),
+        "margin_ci_low": result.incremental_margin.get("ci_low"),
+        "margin_ci_high": result.incremental_margin.get("ci_high"),
+        "offer_cost": result.offer_cost, "contact_cost": result.contact_cost,
+        "total_cost": result.offer_cost + result.contact_cost,
+        "net_incremental_value": result.net_incremental_value, "roi": result.roi,
     }])

@@ -143,7 +143,8 @@ def _print_measure(run) -> None:
     for label, key, kind in [("Customers", "n", "num"), ("Returned", "returned", "num"),
                              ("Return rate", "return_rate", "pct"), ("Orders", "orders", "num"),
                              ("Revenue", "revenue", "num"), ("Revenue / customer", "revenue_per_customer", "num"),
-                             ("Coupons redeemed", "coupons_redeemed", "num"), ("Coupon cost", "coupon_cost", "num")]:
+                             ("Coupons redeemed", "coupons_redeemed", "num"), ("Offer cost (realized)", "coupon_cost", "num"),
+                             ("Contact cost", "contact_cost", "num")]:
         arms.add_row(label, _fmt(t[key], kind), _fmt(h[key], kind))
     console.print(arms)
     rr, rev = r.uplift["return_rate"], r.uplift["revenue_per_customer"]
@@ -156,12 +157,25 @@ def _print_measure(run) -> None:
                _fmt(rev["p_value"], "p"))
     console.print(up)
     roi = "–" if r.roi is None else f"{r.roi:.2f}"
+    m = r.incremental_margin
     console.print(
         f"Delivery rate {_fmt(r.delivery.get('delivery_rate'), 'pct')} · incremental returns "
-        f"{_fmt(r.incremental_returns['estimate'])} · incremental revenue {_fmt(r.incremental_revenue['estimate'])} · "
-        f"offer cost {_fmt(r.offer_cost)} · net incremental value {_fmt(r.net_incremental_value)} · ROI {roi}",
+        f"{_fmt(r.incremental_returns['estimate'])} · incremental revenue {_fmt(r.incremental_revenue['estimate'])}",
         highlight=False,
     )
+    console.print(
+        f"Incremental gross margin ({r.gross_margin:.0%}) {_fmt(m.get('estimate'))} "
+        f"[{_fmt(m.get('ci_low'))} … {_fmt(m.get('ci_high'))}] − offer cost {_fmt(r.offer_cost)} − contact cost "
+        f"{_fmt(r.contact_cost)} = net incremental value {_fmt(r.net_incremental_value)} · ROI {roi}",
+        highlight=False,
+    )
+    calls = r.call_outcomes
+    if calls.get("tasks"):
+        from winback.ledger.decisions import CALL_OUTCOMES
+
+        console.print(f"Call tasks {calls['sent']:,} sent: " + ", ".join(
+            f"{kind.replace('_', ' ')} {calls.get(kind, 0):,}" for kind in CALL_OUTCOMES)
+            + f", no outcome yet {calls['no_outcome']:,}", highlight=False)
     for note in r.notes:
         console.print(f"Note: {note}", highlight=False)
     if run.paths:

@@ -32,6 +32,10 @@ def _money(x) -> str:
     return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:,.2f}"
 
 
+def _ratio(x) -> str:
+    return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.2f}"
+
+
 def _p(x) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "–"
@@ -61,7 +65,8 @@ def render_markdown(result: MeasureResult, *, currency: str = "") -> str:
         f"| Revenue{cur} | {_money(t['revenue'])} | {_money(h['revenue'])} |",
         f"| Revenue per customer{cur} | {_money(t['revenue_per_customer'])} | {_money(h['revenue_per_customer'])} |",
         f"| Coupons redeemed | {t['coupons_redeemed']:,} | {h['coupons_redeemed']:,} |",
-        f"| Coupon cost{cur} | {_money(t['coupon_cost'])} | {_money(h['coupon_cost'])} |",
+        f"| Offer cost (realized){cur} | {_money(t['coupon_cost'])} | {_money(h['coupon_cost'])} |",
+        f"| Contact cost{cur} | {_money(t['contact_cost'])} | {_money(h['contact_cost'])} |",
         "",
         "## Uplift",
         "",
@@ -75,9 +80,13 @@ def render_markdown(result: MeasureResult, *, currency: str = "") -> str:
         f"(95% CI {_money(result.incremental_returns['ci_low'])} … {_money(result.incremental_returns['ci_high'])})",
         f"- Incremental revenue{cur}: {_money(result.incremental_revenue['estimate'])} "
         f"(95% CI {_money(result.incremental_revenue['ci_low'])} … {_money(result.incremental_revenue['ci_high'])})",
-        f"- Offer cost{cur}: {_money(result.offer_cost)}",
+        f"- Incremental gross margin{cur} ({result.gross_margin:.0%} of incremental order value): "
+        f"{_money(result.incremental_margin.get('estimate'))} (95% CI {_money(result.incremental_margin.get('ci_low'))}"
+        f" … {_money(result.incremental_margin.get('ci_high'))})",
+        f"- Offer cost (realized){cur}: {_money(result.offer_cost)}",
+        f"- Contact cost{cur}: {_money(result.contact_cost)}",
         f"- Net incremental value{cur}: {_money(result.net_incremental_value)}",
-        f"- ROI: {'–' if result.roi is None else f'{result.roi:.2f}'}",
+        f"- ROI (net / total cost): {'–' if result.roi is None else f'{result.roi:.2f}'}",
         "",
     ]
     for dim, frame in result.breakdowns.items():
@@ -87,14 +96,16 @@ def render_markdown(result: MeasureResult, *, currency: str = "") -> str:
             f"## {DIMENSION_TITLES.get(dim, dim)}",
             "",
             "| Group | Treated | Holdout | Rate treated | Rate holdout | Uplift | 95% CI | p | p (Holm) "
-            f"| Net value{cur} |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            f"| Redeemed | Offer cost{cur} | Contact cost{cur} | Margin{cur} | Net value{cur} | ROI |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in frame.to_dict("records"):
             lines.append(
                 f"| {r[dim]} | {r['n_treated']:,} | {r['n_holdout']:,} | {_pct(r['return_rate_treated'])} | "
                 f"{_pct(r['return_rate_holdout'])} | {_pp(r['uplift'])} | {_pp(r['ci_low'])} … {_pp(r['ci_high'])} | "
-                f"{_p(r['p_value'])} | {_p(r['p_holm'])} | {_money(r['net_incremental_value'])} |"
+                f"{_p(r['p_value'])} | {_p(r['p_holm'])} | {r['coupons_redeemed']:,} | {_money(r['offer_cost'])} | "
+                f"{_money(r['contact_cost'])} | {_money(r['incremental_margin'])} | {_money(r['net_incremental_value'])} "
+                f"| {_ratio(r['roi'])} |"
             )
         lines.append("")
     lines += [
@@ -108,9 +119,18 @@ def render_markdown(result: MeasureResult, *, currency: str = "") -> str:
         "- Multiple comparisons: the breakdowns run one test per subgroup, so some will look significant by "
         "chance. `p (Holm)` is the Holm-Bonferroni adjusted p-value within each dimension; judge subgroups "
         "by it, and treat subgroup findings as hypotheses for the next campaign.",
-        "- Offer cost: the cost of the coupons redeemed in the treatment arm (the order's recorded discount, "
-        "else percent × order amount, amount off, or the offer's planned cost).",
+        "- Money (docs/MONEY.md): offer cost is what the coupons redeemed in the treatment arm really cost (the "
+        "discount applied capped by the offer's rules, points at their value, a shipment, a gift); contact cost "
+        "is every message really sent at its channel's rate (SMS per segment); incremental gross margin is the "
+        "incremental order value (before coupon discounts) × the gross margin; net = margin − offer cost − "
+        "contact cost; ROI = net / (offer cost + contact cost).",
     ]
+    calls = result.call_outcomes
+    if calls.get("tasks"):
+        lines += ["", "## Call tasks", "", "| Sent | Reached | No answer | Declined | Won back | No outcome yet |",
+                  "|---:|---:|---:|---:|---:|---:|",
+                  f"| {calls['sent']:,} | {calls['reached']:,} | {calls['no_answer']:,} | {calls['declined']:,} | "
+                  f"{calls['won_back']:,} | {calls['no_outcome']:,} |"]
     if result.notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in result.notes]
     return "\n".join(lines) + "\n"

@@ -51,6 +51,51 @@ class MeasureRun:
                 f"net incremental value {r.net_incremental_value:,.2f}; ROI {roi}")
 
 
+def sms_segments(rows: pd.DataFrame, campaign, *, public_url: str | None = None,
+                 notes: list[str] | None = None) -> pd.Series:
+    """Segments of each SMS really sent (NaN for other rows), rendered again from the ledger row's template
+    and context with an unsubscribe link as long as the sender's. A row that cannot be rendered counts 1."""
+    import os
+
+    from winback.errors import WinbackError
+    from winback.render import Renderer, make_unsubscribe_token, unsubscribe_url
+
+    out = pd.Series(float("nan"), index=rows.index)
+    sent = (rows["channel"].astype("string").eq("sms") & rows["state"].astype("string").eq("sent")).fillna(False)
+    if not sent.any():
+        return out
+    base = public_url or os.environ.get("WINBACK_PUBLIC_URL") or "https://example.com"
+    renderer = Renderer(campaign.templates_path(), campaign.locale_fallback)
+    failed = 0
+    for i, row in rows[sent].iterrows():
+        try:
+            # Same length as the real link: a token's size depends on its ids, not on the secret.
+            token = make_unsubscribe_token(str(row["campaign_id"]), str(row["customer_id"]), "sms", "x")
+            message = renderer.render(str(row["template"]), "sms", row["locale"], row["context"] or "{}",
+                                      unsubscribe_url=unsubscribe_url(base, token))
+            out.loc[i] = float(message.sms_segments or 1)
+        except (WinbackError, ValueError, TypeError):
+            failed += 1
+    if failed and notes is not None:
+        notes.append(f"{failed} sent SMS could not be rendered again to count segments: priced as 1 segment each")
+    return out
+
+
+def call_outcome_summary(rows: pd.DataFrame, outcomes: pd.DataFrame) -> dict:
+    """Call tasks of the campaign and what came of them: tasks sent, outcomes by kind, tasks without one."""
+    from winback.ledger.decisions import CALL_OUTCOMES
+
+    calls = rows[(rows["channel"].astype("string") == "call_task") & (rows["arm"] == "treatment")]
+    sent = calls[calls["state"].astype("string") == "sent"]
+    latest = outcomes.drop_duplicates(["customer_id", "step"], keep="last") if len(outcomes) else outcomes
+    keys = set(zip(sent["customer_id"].astype(str), sent["step"].astype(int), strict=True))
+    known = latest[[(str(c), int(s)) in keys for c, s in zip(latest["customer_id"], latest["step"], strict=True)]] \
+        if len(latest) else latest
+    counts = {kind: int((known["outcome"] == kind).sum()) if len(known) else 0 for kind in CALL_OUTCOMES}
+    return {"tasks": int(len(calls)), "sent": int(len(sent)), **counts,
+            "no_outcome": int(len(sent) - len(known))}
+
+
 def resolve_orders(orders: str | Path | None, world: str | Path | None, campaign_id: str | None = None,
                    *, option: str = "--orders") -> str:
     """The orders file: the explicit path, else the demo world's orders.parquet, else the campaign's own
@@ -107,8 +152,15 @@ def measure_from_ledger(
     seed: int = 0,
     currency: str = "",
     orders_option: str = "--orders",
+    campaign=None,
+    public_url: str | None = None,
 ) -> MeasureRun:
-    """Measure a campaign from the ledger against orders; write artifacts to `out_dir`; store offer results."""
+    """Measure a campaign from the ledger against orders; write artifacts to `out_dir`; store offer results.
+
+    `campaign` (default: its file found by id in campaigns/) prices the offers, the contacts and the margin;
+    its templates count each sent SMS's segments (`public_url`, default WINBACK_PUBLIC_URL, sizes the
+    unsubscribe link as the sender wrote it).
+    """
     from winback.measure.learning import offer_results_from
     from winback.measure.report import render_markdown, write_outputs
 
@@ -126,8 +178,19 @@ def measure_from_ledger(
                             hint="give the campaign id (the `id:` in its YAML), not its file name")
         source = orders if isinstance(orders, pd.DataFrame) else resolve_orders(orders, world, campaign_id,
                                                                                 option=orders_option)
+        if campaign is None:
+            from winback.campaigns.loading import find_campaign
+
+            campaign = find_campaign(campaign_id)
+        notes: list[str] = []
+        if campaign is not None:
+            rows = rows.assign(sms_segments=sms_segments(rows, campaign, public_url=public_url, notes=notes))
         result = measure_campaign(rows, source, window_days=window_days, as_of=as_of, by=by,
-                                  revenue_method=revenue_method, seed=seed)
+                                  revenue_method=revenue_method, seed=seed, campaign=campaign)
+        result.notes.extend(notes)
+        from winback.ledger.decisions import call_outcomes
+
+        result.call_outcomes = call_outcome_summary(rows, call_outcomes(ledger, campaign_id))
         run = MeasureRun(result=result, markdown=render_markdown(result, currency=currency))
         if out_dir is not None:
             run.paths = write_outputs(result, out_dir, currency=currency)
