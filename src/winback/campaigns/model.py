@@ -306,11 +306,33 @@ class HumanRule(Strict):
 
 
 class HumanFollowup(Strict):
-    """定期回访: route the most valuable slipping customers to a call by their account manager."""
+    """定期回访: route the most valuable slipping customers to a call by their account manager.
+
+    A customer whose manager has left (the sources' departed managers) is called by `fallback_manager`,
+    else put in the `team_queue` list, never by the one who left. A call needs a phone or an e-mail on
+    file; without either the task is refused and the customer treated as if they had no manager.
+    """
 
     rules: list[HumanRule] = Field(default_factory=list)
     no_manager: Literal["exclude", "message"] = "message"
     with_offer: bool = True
+    fallback_manager: str | None = None
+    team_queue: str = "team_queue"
+
+    @field_validator("fallback_manager", "team_queue")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be empty")
+        return value.strip() if value is not None else None
+
+
+class OfferGuard(Strict):
+    """Against coupon-only buyers: a customer whose share of discounted orders is at least
+    `max_discount_share` (over at least `min_orders` orders) is offered no discount (`coupon_abuse`)."""
+
+    max_discount_share: Probability | None = None
+    min_orders: PositiveInt = 3
 
 
 class CadenceStep(Strict):
@@ -408,6 +430,7 @@ class Campaign(Strict):
     budget: PositiveMoney | None = None
     policy: Policy = Field(default_factory=Policy)
     human_followup: HumanFollowup = Field(default_factory=HumanFollowup)
+    offer_guard: OfferGuard = Field(default_factory=OfferGuard)
     economics: Economics = Field(default_factory=Economics)
     priors: Priors = Field(default_factory=Priors)
     coupons: Coupons = Field(default_factory=Coupons)
@@ -420,6 +443,7 @@ class Campaign(Strict):
     power_alpha: Annotated[float, AfterValidator(_between(0.001, 0.2))] = 0.05
     power: Annotated[float, AfterValidator(_between(0.5, 0.99))] = 0.8
     seed: int = 0
+    segments_model: Literal["auto", "bgnbd", "mbgnbd", "pareto-nbd"] = "auto"
 
     _base_dir: Path | None = PrivateAttr(default=None)
     _source_file: str | None = PrivateAttr(default=None)

@@ -40,6 +40,20 @@ def unescape_cell(value: str) -> str:
     return value[1:] if value.startswith("'") and value[1:].startswith(_FORMULA_START) else value
 
 
+def unreachable(message: OutboundMessage) -> bool:
+    """True when a call task carries neither a phone nor an e-mail to reach the customer on."""
+    meta = message.metadata or {}
+    return not str(meta.get("phone") or "").strip() and not str(meta.get("email") or "").strip()
+
+
+def _merge_refused(messages: Sequence[OutboundMessage], sent: list[SendResult], refused: set[str],
+                   provider: str) -> list[SendResult]:
+    """The CRM's results in message order, with a refusal for each task that was not posted."""
+    answers = iter(sent)
+    return [SendResult(m.key, "permanent", provider, reason="no_phone_or_email") if m.key in refused
+            else next(answers) for m in messages]
+
+
 def _safe_name(name: str) -> str:
     """A file name for a manager (keeps CJK letters; strips path separators and control characters)."""
     cleaned = re.sub(r"[\\/:*?\"<>|\x00-\x1f]+", "_", name).strip(" .")
@@ -92,7 +106,11 @@ class CallTaskChannel:
         results = []
         by_path: dict[Path, list[OutboundMessage]] = {}
         for m in messages:
-            by_path.setdefault(self.path_for(m), []).append(m)
+            if not unreachable(m):
+                by_path.setdefault(self.path_for(m), []).append(m)
+            else:
+                # A task nobody can act on is refused, not written to a manager's list.
+                results.append(SendResult(m.key, "permanent", self.name, reason="no_phone_or_email"))
         for path, group in by_path.items():
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -116,11 +134,14 @@ class CallTaskChannel:
         return sorted(results, key=lambda r: order[r.key])
 
     async def send(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
-        """Write the call list rows (idempotent), then post to the CRM when one is configured."""
+        """Write the call list rows (idempotent), then post to the CRM when one is configured. A task
+        without a phone or an e-mail to reach the customer is refused (`no_phone_or_email`)."""
         results = self._write(messages) if self.out_dir is not None else None
         if self.crm is None:
             return results or []
-        crm_results = await self.crm.send(messages)
+        refused = {m.key for m in messages if unreachable(m)}
+        crm_results = await self.crm.send([m for m in messages if m.key not in refused])
+        crm_results = _merge_refused(messages, crm_results, refused, self.name)
         if results is None:
             return crm_results
         # A task counts as delivered when both the call list and the CRM have it.

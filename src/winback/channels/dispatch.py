@@ -358,9 +358,14 @@ def build_message(row: Mapping[str, Any], settings: SendSettings) -> OutboundMes
     customer = context.get("customer", {}) if isinstance(context, dict) else {}
     metadata: dict[str, Any] = {"campaign_id": campaign_id, "customer_id": customer_id, "step": step}
     if channel == "call_task":
-        name = " ".join(str(x) for x in (customer.get("last_name"), customer.get("first_name")) if x)
+        # The plan puts how to reach the customer in the context's `call` (their name in their locale's
+        # order, phone, e-mail); older plans only had the customer record.
+        call = context.get("call") or {} if isinstance(context, dict) else {}
+        name = call.get("name") or " ".join(
+            str(x) for x in (customer.get("first_name"), customer.get("last_name")) if x)
         metadata.update({
-            "customer_name": name, "phone": customer.get("phone") or "", "email": customer.get("email") or "",
+            "customer_name": name, "phone": call.get("phone") or customer.get("phone") or "",
+            "email": call.get("email") or customer.get("email") or "",
             "value_tier": _value(row, "value_tier", ""), "likely_reason": _value(row, "likely_reason", ""),
             "offer": _value(row, "offer", ""), "coupon_code": _value(row, "coupon_code", ""),
             "send_at_local": _value(row, "send_at_local", ""),

@@ -1,6 +1,13 @@
 """The contact policy: per customer and channel, consent → suppression → address → frequency cap →
 minimum gap since the last order; the first allowed channel in preference order wins, else the
-reason of the first channel tried is recorded (all of them in `policy_detail`)."""
+reason of the first channel tried is recorded (all of them in `policy_detail`).
+
+Human follow-up (定期回访) comes first for customers its rules route to a call: the call goes to their
+account manager — or, when that manager has left, to `human_followup.fallback_manager` or the team
+queue — and needs a phone or an e-mail to call back on (`no_phone_or_email` otherwise). A routed customer
+whose call cannot be made for want of a manager or of contact details gets the normal message when the
+campaign says so (`no_manager: message`); if that is blocked too, the message channel's reason is the
+one recorded (e.g. `no_consent:email`), not the call's."""
 
 from __future__ import annotations
 
@@ -20,7 +27,10 @@ EMAIL_RE = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 E164_RE = r"^\+[1-9]\d{6,14}$"
 ALL_CHANNELS = ("*", "all", "any", "")
 
-POLICY_COLUMNS = ["channel", "to_address", "policy_reason", "policy_detail", "route_call"]
+POLICY_COLUMNS = ["channel", "to_address", "policy_reason", "policy_detail", "route_call", "policy_checks",
+                  "channel_reason", "human_followup"]
+# Why a routed call cannot be made at all (as opposed to a cap or a suppression): the message fallback applies.
+CALL_UNREACHABLE = ("no_account_manager", "no_phone_or_email")
 
 
 def _text(frame: pd.DataFrame, column: str) -> pd.Series:
@@ -77,6 +87,15 @@ def channel_addresses(frame: pd.DataFrame, channel: str) -> tuple[pd.Series, pd.
     else:
         raise ValueError(f"unknown channel {channel!r}")
     return address, valid
+
+
+def call_assignee(frame: pd.DataFrame, campaign: Campaign) -> pd.Series:
+    """Who makes each customer's call: their account manager, unless that manager has left
+    (`manager_departed`) — then the campaign's fallback manager, else its team queue. NA without a manager."""
+    manager = _text(frame, "account_manager")
+    departed = _flag(frame, "manager_departed") & manager.notna()
+    followup = campaign.human_followup
+    return manager.mask(departed, followup.fallback_manager or followup.team_queue)
 
 
 def _suppression_reason(frame: pd.DataFrame, channel: str, address: pd.Series,
@@ -144,10 +163,15 @@ def channel_block_reasons(frame: pd.DataFrame, campaign: Campaign, channel: str,
     consent_col = policy.consent.get(channel, f"{channel}_opt_in" if channel in ("email", "sms") else None)
     block(~_flag(frame, consent_col), f"no_consent:{channel}")
     address, valid = channel_addresses(frame, channel)
+    if channel == "call_task":
+        address = call_assignee(frame, campaign)
     sup = _suppression_reason(frame, channel, address, suppressions)
     block(sup.notna(), "suppressed:" + sup.fillna(""))
     if channel == "call_task":
         block(address.isna(), "no_account_manager")
+        phone_ok = channel_addresses(frame, "sms")[1]
+        email_ok = channel_addresses(frame, "email")[1]
+        block(~phone_ok & ~email_ok, "no_phone_or_email")
     else:
         block(address.isna(), f"no_address:{channel}")
         block(~valid, f"invalid_address:{channel}")
@@ -182,36 +206,114 @@ def apply_contact_policy(audience: pd.DataFrame, campaign: Campaign, *, as_of: p
     # Human follow-up routing applies to step 1; later cadence steps are messages only.
     if route_calls is None:
         route_calls = channels is None
-    routed = route_to_call(audience, campaign) if route_calls else pd.Series(False, index=audience.index)
+    index = audience.index
+    routed = route_to_call(audience, campaign) if route_calls else pd.Series(False, index=index)
     fallback = campaign.human_followup.no_manager == "message"
-    candidates: list[tuple[str, pd.Series]] = []
+    checks: dict[str, pd.Series] = {}
+    call_address = call_reason = None
     if routed.any():
-        candidates.append(("call_task", routed))
-    has_manager = channel_addresses(audience, "call_task")[1]
-    message_candidate = ~routed | (routed & ~has_manager & fallback)
-    candidates += [(ch, message_candidate) for ch in order]
+        call_address, call_reason = channel_block_reasons(audience, campaign, "call_task", as_of=as_of,
+                                                          suppressions=suppressions, contact_history=contact_history)
+        call_reason = call_reason.where(routed)
+    unreachable = call_reason.isin(CALL_UNREACHABLE).fillna(False) if call_reason is not None else \
+        pd.Series(False, index=index)
+    message_candidate = ~routed | (routed & unreachable & fallback)
 
-    chosen = pd.Series(pd.NA, index=audience.index, dtype="string")
-    to_address = pd.Series(pd.NA, index=audience.index, dtype="string")
-    first_reason = pd.Series(pd.NA, index=audience.index, dtype="string")
-    detail_parts: list[pd.Series] = []
-    for channel, candidate in candidates:
+    chosen = pd.Series(pd.NA, index=index, dtype="string")
+    to_address = pd.Series(pd.NA, index=index, dtype="string")
+    first_reason = pd.Series(pd.NA, index=index, dtype="string")
+    if call_reason is not None:
+        allowed = routed & call_reason.isna()
+        chosen = chosen.mask(allowed, "call_task")
+        to_address = to_address.mask(allowed, call_address)
+        checks["call_task"] = call_reason.fillna("ok").where(routed)
+    for channel in order:
         address, reason = channel_block_reasons(audience, campaign, channel, as_of=as_of,
                                                 suppressions=suppressions, contact_history=contact_history)
-        reason = reason.where(candidate)
-        allowed = candidate & reason.isna() & chosen.isna()
+        reason = reason.where(message_candidate)
+        allowed = message_candidate & reason.isna() & chosen.isna()
         chosen = chosen.mask(allowed, channel)
         to_address = to_address.mask(allowed, address)
-        first_reason = first_reason.mask(candidate & first_reason.isna() & reason.notna() & chosen.isna(), reason)
-        detail_parts.append((channel + "=" + reason).where(candidate & reason.notna()))
+        first_reason = first_reason.mask(message_candidate & first_reason.isna() & reason.notna(), reason)
+        checks[channel] = reason.fillna("ok").where(message_candidate)
+    # The blocker reported is the first channel the customer could really have had: a routed customer
+    # falling back to a message reports the message's reason, one held to a call reports the call's.
+    if call_reason is not None:
+        first_reason = first_reason.mask(routed & ~message_candidate, call_reason)
+        first_reason = first_reason.fillna(call_reason.where(routed & first_reason.isna()))
     policy_reason = first_reason.where(chosen.isna())
-    detail = pd.Series("", index=audience.index, dtype="string")
-    for part in detail_parts:
+    detail = pd.Series("", index=index, dtype="string")
+    for channel, verdict in checks.items():
+        part = (channel + "=" + verdict).where(verdict.notna() & (verdict != "ok"))
         detail = detail.str.cat(part.fillna(""), sep="; ")
     detail = detail.str.replace(r"(^(; )+)|((; )+$)", "", regex=True).str.replace(r"(; )+", "; ", regex=True)
     detail = detail.mask(detail == "")
     return pd.DataFrame({"channel": chosen, "to_address": to_address, "policy_reason": policy_reason,
-                         "policy_detail": detail, "route_call": routed.astype(bool)}, index=audience.index)
+                         "policy_detail": detail, "route_call": routed.astype(bool),
+                         "policy_checks": _checks_json(checks, index),
+                         "channel_reason": _channel_reasons(chosen, checks, order, routed, index),
+                         "human_followup": _followup_text(audience, campaign, routed, call_reason, call_address,
+                                                          chosen, fallback, route_calls)},
+                        index=index)
+
+
+def _checks_json(checks: dict[str, pd.Series], index: pd.Index) -> pd.Series:
+    """Each channel's verdict as one JSON object per customer: {"email": "ok", "sms": "no_consent:sms"}."""
+    import json
+
+    names = list(checks)
+    columns = [checks[c].astype(object).where(checks[c].notna(), None).tolist() for c in names]
+    out = [json.dumps({n: v for n, v in zip(names, values, strict=True) if v is not None}, ensure_ascii=False)
+           for values in zip(*columns, strict=True)] if names else ["{}"] * len(index)
+    return pd.Series(out, index=index, dtype="string")
+
+
+def _channel_reasons(chosen: pd.Series, checks: dict[str, pd.Series], order: list[str], routed: pd.Series,
+                     index: pd.Index) -> pd.Series:
+    """Why each customer's channel: a follow-up call, the first allowed in preference order, or what blocked
+    the channels before it."""
+    out = pd.Series(pd.NA, index=index, dtype="string")
+    out = out.mask(chosen.eq("call_task").fillna(False), "human follow-up: a call by the account manager")
+    skipped = pd.Series("", index=index, dtype="string")
+    for channel in order:
+        verdict = checks.get(channel)
+        if verdict is None:
+            continue
+        here = chosen.eq(channel).fillna(False) & out.isna()
+        text = (f"{channel}: first allowed of {', '.join(order)}" + skipped.where(skipped == "", " (" + skipped + ")"))
+        out = out.mask(here, text)
+        blocked = verdict.notna() & (verdict != "ok")
+        add = (channel + " " + verdict).where(blocked, "")
+        skipped = skipped.where(~blocked, skipped.where(skipped == "", skipped + ", ") + add)
+    if "call_task" in checks:
+        fell = routed & chosen.notna() & ~chosen.eq("call_task").fillna(False)
+        out = out.mask(fell, "call not possible (" + checks["call_task"].fillna("") + "); " + out.fillna(""))
+    return out
+
+
+def _followup_text(audience: pd.DataFrame, campaign: Campaign, routed: pd.Series, call_reason: pd.Series | None,
+                   assignee: pd.Series | None, chosen: pd.Series, fallback: bool, route_calls: bool) -> pd.Series:
+    """Human follow-up or why not: routed to whom, or which rule did not match, or why the call fell through."""
+    index = audience.index
+    if not route_calls:
+        return pd.Series("not at this step (later cadence steps are messages)", index=index, dtype="string")
+    if not campaign.human_followup.rules:
+        return pd.Series("no human follow-up rules in the campaign", index=index, dtype="string")
+    out = pd.Series("no rule matched (tier, reason, stage or open complaint)", index=index, dtype="string")
+    if call_reason is None:
+        return out
+    manager = _text(audience, "account_manager")
+    departed = _flag(audience, "manager_departed") & manager.notna()
+    call = chosen.eq("call_task").fillna(False)
+    to = assignee.fillna("")
+    out = out.mask(routed & call & ~departed, "call by account manager " + to)
+    out = out.mask(routed & call & departed, "call by " + to + " (account manager " + manager.fillna("") + " left)")
+    blocked = routed & ~call & call_reason.notna()
+    then = " → message instead" if fallback else " → not contacted (no_manager: exclude)"
+    unreachable = call_reason.isin(CALL_UNREACHABLE).fillna(False)
+    out = out.mask(blocked & unreachable, "routed, but " + call_reason.fillna("") + then)
+    out = out.mask(blocked & ~unreachable, "routed, but the call is blocked: " + call_reason.fillna(""))
+    return out
 
 
 def ordered_since(customer_ids: pd.Series, since: pd.Series, orders: pd.DataFrame | None) -> pd.Series:
