@@ -135,8 +135,13 @@ def plan_task(campaign, inputs, segments: pd.DataFrame, as_of: pd.Timestamp, set
 @user_errors
 def persist_plan_task(plan: pd.DataFrame, settings: RunSettings) -> dict[str, int]:
     """Insert the plan's treatment and holdout rows; keys already in the ledger are left alone."""
+    from winback.campaigns.decisions import plan_decisions
+    from winback.ledger.decisions import record_decisions
+
     with Resources(settings) as resources:
         inserted = resources.ledger.plan(plan)
+        # The decision trail of everyone the plan evaluated (also those left out), for `winback explain`.
+        record_decisions(resources.ledger, plan_decisions(plan))
     arms = plan["arm"].value_counts()
     kept = int(arms.get("treatment", 0) + arms.get("holdout", 0))
     counts = {"new": inserted, "already_planned": kept - inserted, "excluded": int(arms.get("excluded", 0))}

@@ -136,19 +136,34 @@ def test_eligibility_by_tier_and_stage() -> None:
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.tuples(st.floats(0, 100), st.floats(-50, 200)), min_size=1, max_size=200),
        st.floats(min_value=0, max_value=2000), st.integers(0, 1000))
-def test_budget_never_exceeded_and_drops_lowest_value_first(rows, budget, seed) -> None:
+def test_budget_never_exceeded_free_rows_kept_and_nothing_left_that_fits(rows, budget, seed) -> None:
     rng = np.random.default_rng(seed)
     ids = pd.Series([f"c{i}" for i in range(len(rows))])
     cost = pd.Series([r[0] for r in rows])
     env = pd.Series([r[1] for r in rows])
     counted = pd.Series(rng.random(len(rows)) < 0.9)
     keep = apply_budget(ids, cost, env, budget, counts=counted)
-    assert cost[keep & counted].sum() <= budget + 1e-6
-    if (~keep).any() and keep.any():
-        assert env[keep].min() >= env[~keep].max()  # nobody kept is worth less than anybody dropped
+    spent = cost[keep & counted].sum()
+    assert spent <= budget + 1e-6
+    assert keep[cost <= 0].all()  # what costs nothing is never cut
+    # Greedy: nobody left out would still fit in what is left.
+    assert (cost[~keep] > budget - spent - 1e-6).all()
     perm = rng.permutation(len(rows))
     again = apply_budget(ids[perm], cost[perm], env[perm], budget, counts=counted[perm])
     assert again.reindex(keep.index).equals(keep)
+
+
+def test_budget_is_a_knapsack_by_value_per_cost_not_a_prefix_by_value() -> None:
+    # One customer worth 11 for 10, four worth 8 for 2 each: a prefix in value order spends the whole
+    # budget on the first (11); by value per unit of cost the four fit (32) and the big one does not.
+    ids = pd.Series(["big", "a", "b", "c", "d", "free"])
+    cost = pd.Series([10.0, 2.0, 2.0, 2.0, 2.0, 0.0])
+    env = pd.Series([11.0, 8.0, 8.0, 8.0, 8.0, 0.5])
+    keep = apply_budget(ids, cost, env, 10.0)
+    assert keep.tolist() == [False, True, True, True, True, True]
+    # A weight (the cost of the whole cadence) ranks and spends instead of the first step's cost.
+    keep = apply_budget(ids, cost, env, 10.0, weights=pd.Series([10.0, 5.0, 5.0, 5.0, 5.0, 0.0]))
+    assert keep.tolist() == [False, True, True, False, False, True]
 
 
 def test_budget_none_keeps_everyone() -> None:

@@ -168,14 +168,20 @@ def test_call_tasks_carry_manager_history_and_talking_point(small) -> None:
         assert "上次下单" in zh.iloc[0]["call_history"]
 
 
-def test_budget_binds_and_drops_lowest_value_from_both_arms(small) -> None:
+def test_budget_binds_keeps_what_costs_nothing_and_moves_the_rest_to_a_free_offer(small) -> None:
     spec, _, _, plan = small
     treat = plan[plan["arm"] == "treatment"]
     assert treat["expected_cost"].sum() <= spec.budget
+    moved = plan[plan["budget_note"].str.startswith("over budget: ").fillna(False)]
+    assert len(moved) > 0 and (moved["expected_cost"] == 0).all()
+    assert set(moved["arm"]) == {"treatment", "holdout"}  # both arms lose the same kind of customer
+    assert moved.loc[moved["arm"] == "treatment", "reason"].isin(["budget_free_offer", "human_followup"]).all()
     dropped = plan[plan["reason"] == "budget"]
-    assert len(dropped) > 0
-    kept = plan[plan["arm"] != "excluded"]
-    assert kept["expected_net_value"].min() >= dropped["expected_net_value"].max()
+    assert (dropped["arm"] == "excluded").all()
+    # Whatever costs nothing is never cut by the budget.
+    unbudgeted = build_plan(campaign(), *small[1:3], as_of=AS_OF)
+    free = unbudgeted[(unbudgeted["arm"] != "excluded") & (unbudgeted["expected_cost"] == 0)]
+    assert not plan.set_index("customer_id").loc[free["customer_id"], "reason"].eq("budget").any()
 
 
 def test_suppressed_and_frequency_capped_are_excluded() -> None:

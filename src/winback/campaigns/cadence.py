@@ -39,7 +39,9 @@ def advance_cadence(campaign: Campaign, ledger, inputs: Callable[[], Any], now: 
 
     `inputs` loads the campaign's validated sources (called only when some step is due).
     """
+    from winback.campaigns.decisions import plan_decisions
     from winback.campaigns.plan import plan_followup
+    from winback.ledger.decisions import record_decisions
 
     prior = ledger.rows(campaign.id)
     if not cadence_due(campaign, prior, now):
@@ -52,6 +54,7 @@ def advance_cadence(campaign: Campaign, ledger, inputs: Callable[[], Any], now: 
                              suppressions=ledger.suppressions(), contact_history=ledger.contact_history(since))
         if len(rows):
             planned += ledger.plan(rows, now=now)
+            record_decisions(ledger, plan_decisions(rows), now=now)
             prior = ledger.rows(campaign.id)
     return planned
 

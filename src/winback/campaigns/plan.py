@@ -21,7 +21,7 @@ from winback.offers.coupons import check_unique_codes, generate_coupon_codes
 from winback.offers.learning import Learner
 from winback.policy.contact import apply_contact_policy, ordered_since
 from winback.policy.gate import rules_column
-from winback.policy.holdout import assign_holdout, holdout_hash
+from winback.policy.holdout import assign_holdout
 from winback.policy.quiet_hours import local_iso, next_allowed_send_time, valid_timezones
 
 PLAN_COLUMNS = [
@@ -32,6 +32,9 @@ PLAN_COLUMNS = [
 ]
 # Beyond the contract: the audit trail behind the decision and the call-list fields.
 EXTRA_COLUMNS = ["p_base", "policy_detail", "call_history", "talking_point"]
+# The decision trail's own fields (winback.campaigns.decisions turns a plan into decision rows).
+TRAIL_COLUMNS = ["policy_checks", "channel_reason", "human_followup", "runner_up", "runner_up_net_value",
+                 "offer_guard", "budget_note", "manager_of_record"]
 
 SEGMENT_REQUIRED = ("customer_id", "value_tier", "lapse_stage", "likely_reason")
 KNOWN_CUSTOMER_COLUMNS = {
@@ -79,24 +82,43 @@ def _join(customers: pd.DataFrame, segments: pd.DataFrame) -> pd.DataFrame:
     return joined.drop(columns="_side")
 
 
-def select_audience(frame: pd.DataFrame, campaign: Campaign) -> pd.Series:
-    """True for customers in the campaign's audience (stages, tiers, reasons, P(alive), days since order)."""
+def audience_rules(frame: pd.DataFrame, campaign: Campaign) -> pd.Series:
+    """The first audience rule each customer fails (e.g. `lapse_stage active not in [at_risk, lapsing]`);
+    NA for customers in the audience (stages, tiers, reasons, P(alive), days since the last order)."""
     aud = campaign.audience
-    mask = frame["lapse_stage"].isin(aud.lapse_stages).fillna(False).astype(bool)
-    mask &= frame["value_tier"].isin(aud.value_tiers).fillna(False).astype(bool)
-    if aud.reasons is not None:
-        mask &= frame["likely_reason"].isin(aud.reasons).fillna(False).astype(bool)
+    out = pd.Series(pd.NA, index=frame.index, dtype="string")
+
+    def rule(fails: pd.Series, text: pd.Series | str) -> None:
+        nonlocal out
+        out = out.mask(fails.fillna(False).astype(bool) & out.isna(), text)
+
+    for column, allowed in (("lapse_stage", aud.lapse_stages), ("value_tier", aud.value_tiers),
+                            ("likely_reason", aud.reasons)):
+        if allowed is None:
+            continue
+        values = frame[column].astype("string")
+        rule(~values.isin(allowed).fillna(False), f"{column} " + values.fillna("(none)")
+             + f" not in [{', '.join(allowed)}]")
     if "p_alive" in frame.columns and (aud.p_alive_min > 0 or aud.p_alive_max < 1):
         p = pd.to_numeric(frame["p_alive"], errors="coerce")
-        mask &= (p.between(aud.p_alive_min, aud.p_alive_max) | p.isna()).astype(bool)
+        rule(~(p.between(aud.p_alive_min, aud.p_alive_max) | p.isna()),
+             "p_alive " + p.map(lambda v: f"{v:.3f}") + f" outside [{aud.p_alive_min:g}, {aud.p_alive_max:g}]")
     if "recency_days" in frame.columns:
         days = pd.to_numeric(frame["recency_days"], errors="coerce")
+        shown = days.map(lambda v: f"{v:.0f}")
         # Customers without orders have no recency; the day limits only apply to those who have one.
         if aud.min_days_since_last_order is not None:
-            mask &= (days.isna() | (days >= aud.min_days_since_last_order)).astype(bool)
+            rule(days < aud.min_days_since_last_order,
+                 "days since last order " + shown + f" < {aud.min_days_since_last_order}")
         if aud.max_days_since_last_order is not None:
-            mask &= (days.isna() | (days <= aud.max_days_since_last_order)).astype(bool)
-    return mask
+            rule(days > aud.max_days_since_last_order,
+                 "days since last order " + shown + f" > {aud.max_days_since_last_order}")
+    return out
+
+
+def select_audience(frame: pd.DataFrame, campaign: Campaign) -> pd.Series:
+    """True for customers in the campaign's audience (no audience rule fails: `audience_rules`)."""
+    return audience_rules(frame, campaign).isna()
 
 
 def _locales(frame: pd.DataFrame, campaign: Campaign) -> pd.Series:
@@ -228,8 +250,9 @@ def build_contexts(frame: pd.DataFrame, campaign: Campaign, *, as_of: pd.Timesta
     extra_cols = {name: _column(rows, name) for name in extras}
     offer_ids = _column(rows, "offer")
     codes = _column(rows, "coupon_code")
-    calls = list(zip(_column(rows, "call_history"), _column(rows, "talking_point"), strict=True)) \
-        if "call_history" in rows else [(None, None)] * len(rows)
+    calls = list(zip(_column(rows, "call_history"), _column(rows, "talking_point"), _column(rows, "phone"),
+                     _column(rows, "email"), strict=True)) \
+        if "call_history" in rows else [(None, None, None, None)] * len(rows)
     # Expiry per (offer, local send day) and title per (offer, locale): few distinct values, cached.
     days = [None if pd.isna(d) else d for d in send_day]
     offer_cache: dict[tuple[str, Any, Any], dict[str, Any]] = {}
@@ -253,6 +276,10 @@ def build_contexts(frame: pd.DataFrame, campaign: Campaign, *, as_of: pd.Timesta
                     "title": _title(offer.title, customer["locale"] or default_locale, campaign.locale_fallback),
                     "percent": offer.percent, "amount": offer.amount, "min_spend": offer.min_spend,
                     "points": offer.points, "expires_at": expires, "currency": campaign.brand.currency,
+                    # What a redemption really costs (winback.measure.money reads them from the ledger).
+                    "max_discount": offer.max_discount, "point_value": offer.point_value if offer.points else None,
+                    "shipping_cost": offer.shipping_cost, "gift_cost": offer.gift_cost,
+                    "fixed_cost": offer.fixed_cost or None,
                 }
             survey = offer.survey_url
         ctx = {
@@ -261,11 +288,26 @@ def build_contexts(frame: pd.DataFrame, campaign: Campaign, *, as_of: pd.Timesta
             "survey_url": survey, "step": int(step),
         }
         if calls[i][0] is not None:
-            # The call list's one-line history and talking point travel in the context too.
-            ctx["call"] = {"history": calls[i][0], "talking_point": calls[i][1]}
+            # The call list's one-line history and talking point travel in the context too, with what the
+            # manager needs to reach the customer (the only contexts that carry a phone or an e-mail).
+            ctx["call"] = {"history": calls[i][0], "talking_point": calls[i][1], "phone": calls[i][2],
+                           "email": calls[i][3],
+                           "name": display_name(customer["first_name"], customer["last_name"], customer["locale"])}
         texts.append(dumps(ctx))
     out.loc[rows.index] = texts
     return out
+
+
+def display_name(first: str | None, last: str | None, locale: str | None) -> str:
+    """A customer's name in their locale's order: family name first without a space in Chinese, Japanese
+    and Korean (王 + 芳 → 王芳), given name first otherwise (Karen Baker)."""
+    parts = [p.strip() for p in (first, last) if isinstance(p, str) and p.strip()]
+    if not parts:
+        return ""
+    lang = (locale or "").split("-")[0].lower()
+    if lang in ("zh", "ja", "ko"):
+        return "".join(p.strip() for p in (last, first) if isinstance(p, str) and p.strip())
+    return " ".join(parts)
 
 
 def _assign_codes(plan: pd.DataFrame, campaign: Campaign, existing: set[str]) -> pd.Series:
@@ -291,6 +333,9 @@ def _finish(frame: pd.DataFrame, campaign: Campaign, *, as_of: pd.Timestamp, ste
     """Coupon codes, call-list fields, contexts and the contract's column order."""
     frame["coupon_code"] = _assign_codes(frame, campaign, existing_codes)
     calls = (frame["channel"] == "call_task").fillna(False) & (frame["arm"] != "excluded")
+    # The call goes to whoever makes it (a departed manager's customers to the fallback), the record keeps both.
+    frame["manager_of_record"] = frame["account_manager"].astype("string")
+    frame["account_manager"] = frame["account_manager"].astype("string").mask(calls, frame["to_address"])
     frame["call_history"] = pd.Series(pd.NA, index=frame.index, dtype="string")
     frame["talking_point"] = pd.Series(pd.NA, index=frame.index, dtype="string")
     if calls.any():
@@ -306,44 +351,78 @@ def _finish(frame: pd.DataFrame, campaign: Campaign, *, as_of: pd.Timestamp, ste
     frame["send_rules"] = rules_column(campaign, frame["channel"].astype("string"),
                                        if_not_returned=campaign.cadence[step - 1].if_not_returned
                                        ).where(frame["arm"] != "excluded")
-    out = frame[PLAN_COLUMNS + EXTRA_COLUMNS].reset_index(drop=True)
-    for name in ("expected_cost", "expected_net_value", "p_return", "p_base"):
-        out[name] = out[name].astype("float64")
+    for name in TRAIL_COLUMNS:
+        if name not in frame.columns:
+            frame[name] = pd.NA
+    out = frame[PLAN_COLUMNS + EXTRA_COLUMNS + TRAIL_COLUMNS].reset_index(drop=True)
+    for name in ("expected_cost", "expected_net_value", "p_return", "p_base", "runner_up_net_value"):
+        out[name] = pd.to_numeric(out[name], errors="coerce").astype("float64")
     out["step"] = out["step"].astype("int64")
     for name in ("campaign_id", "customer_id", "arm", "reason", "channel", "to_address", "send_at_local",
                  "timezone", "locale", "offer", "offer_kind", "template", "coupon_code", "value_tier",
-                 "lapse_stage", "likely_reason", "account_manager", "context", "send_rules", *EXTRA_COLUMNS[1:]):
+                 "lapse_stage", "likely_reason", "account_manager", "context", "send_rules", *EXTRA_COLUMNS[1:],
+                 *[c for c in TRAIL_COLUMNS if c != "runner_up_net_value"]):
         out[name] = out[name].astype("string")
     out["send_at_utc"] = pd.to_datetime(out["send_at_utc"], utc=True).astype("datetime64[ns, UTC]")
     return out
 
 
-def _holdout_within_budget(frame: pd.DataFrame, pool: pd.Series, campaign: Campaign) -> tuple[pd.Series, pd.Series]:
-    """(held_out, dropped_for_budget): arms on the eligible pool and the budget applied to the treatment
-    cost. Budget drops apply to both arms alike (same ENV threshold) so the arms stay comparable; arms are
-    re-drawn on the smaller pool until the treatment's expected cost fits."""
-    held = pd.Series(False, index=frame.index)
+def cadence_weights(frame: pd.DataFrame, campaign: Campaign, *, as_of: pd.Timestamp) -> pd.Series:
+    """Each customer's expected cost over the whole cadence, as if they reached every step: step 1's, plus
+    per later message step its contact cost and, where the step brings a new offer the customer is eligible
+    for, that offer's expected cost. What the budget reserves for a costly first step (a call has no
+    message cadence)."""
+    weight = pd.to_numeric(frame["expected_cost"], errors="coerce").fillna(0.0).to_numpy(dtype="float64").copy()
+    channel = frame["channel"].astype("string")
+    messages = (channel.notna() & (channel != "call_task")).fillna(False).to_numpy(dtype=bool)
+    offer = frame["offer"].astype("string")
+    rates = campaign.economics.contact_costs
+    for spec in campaign.cadence[1:]:
+        step_channel = pd.Series(spec.channel, index=frame.index, dtype="string") if spec.channel else channel
+        step_cost = np.array(pd.to_numeric(step_channel.map(rates), errors="coerce").fillna(0.0), dtype="float64")
+        if spec.offer:
+            new = campaign.offer(spec.offer)
+            ok = (offer_eligible(frame, new, as_of=as_of).to_numpy(dtype=bool)
+                  & (offer != spec.offer).fillna(True).to_numpy(dtype=bool) & messages)
+            if ok.any():
+                figures = offer_figures(frame[ok], campaign, new, channel=step_channel[ok])
+                step_cost[ok] = figures["expected_cost"].to_numpy(dtype="float64")
+            offer = offer.mask(ok, spec.offer)
+        weight += np.where(messages, step_cost, 0.0)
+    return pd.Series(weight, index=frame.index)
+
+
+def _budget_step_one(frame: pd.DataFrame, pool: pd.Series, held: pd.Series, campaign: Campaign, *,
+                     as_of: pd.Timestamp) -> pd.Series:
+    """Apply the budget to step 1; return who is dropped (`budget`). Rows that cost nothing stay; costly rows
+    are chosen by a greedy knapsack on net value per unit of their whole cadence's cost (`cadence_weights`),
+    the treatment arm spending it and the holdout taking the same decisions, so both arms lose the same kind
+    of customer. Whoever does not fit moves to their best offer that costs nothing (`budget_free_offer`), else
+    is dropped. Mutates `frame`'s offer columns for the moved customers."""
     dropped = pd.Series(False, index=frame.index)
-    strata_col = campaign.holdout.stratify_by
-    pool = pool.copy()
-    hashes = holdout_hash(campaign.id, frame.loc[pool, "customer_id"])
-    # Terminates: every pass that does not fit the budget drops at least one customer from the pool.
-    while True:
-        ids = frame.loc[pool, "customer_id"]
-        strata = frame.loc[pool, strata_col] if strata_col else None
-        held = assign_holdout(ids, campaign.id, campaign.holdout.share, strata,
-                              hashes=hashes).reindex(frame.index, fill_value=False)
-        if campaign.budget is None:
-            break
-        keep = apply_budget(ids, frame.loc[pool, "expected_cost"], frame.loc[pool, "expected_net_value"],
-                            campaign.budget, counts=~held[pool])
-        if keep.all():
-            break
-        drop_idx = keep.index[~keep]
-        dropped.loc[drop_idx] = True
-        pool.loc[drop_idx] = False
-    held &= pool
-    return held, dropped
+    if campaign.budget is None or not pool.any():
+        return dropped
+    sub = frame[pool]
+    weights = cadence_weights(sub, campaign, as_of=as_of)
+    keep = apply_budget(sub["customer_id"], sub["expected_cost"], sub["expected_net_value"], campaign.budget,
+                        counts=~held[pool], weights=weights)
+    out = keep.index[~keep]
+    free = frame.loc[out, "free_offer"].notna()
+    moved, gone = out[free.to_numpy()], out[~free.to_numpy()]
+    if len(moved):
+        note = ("over budget: " + frame.loc[moved, "offer"].astype("string").fillna("(none)")
+                + " (net " + frame.loc[moved, "expected_net_value"].map(lambda v: f"{v:.2f}")
+                + " for a cadence cost of " + weights[moved].map(lambda v: f"{v:.2f}") + ")")
+        frame.loc[moved, "budget_note"] = note
+        for target, source in (("offer", "free_offer"), ("offer_kind", "free_offer_kind"),
+                                ("p_return", "free_p_return"), ("expected_cost", "free_expected_cost"),
+                                ("expected_net_value", "free_expected_net_value")):
+            frame.loc[moved, target] = frame.loc[moved, source]
+        frame.loc[moved, "choice_reason"] = "budget_free_offer"
+    if len(gone):
+        frame.loc[gone, "budget_note"] = "over budget, no offer that costs nothing"
+        dropped.loc[gone] = True
+    return dropped
 
 
 def build_plan(campaign: Campaign, customers: pd.DataFrame, segments: pd.DataFrame, *, as_of: Any,
@@ -354,7 +433,8 @@ def build_plan(campaign: Campaign, customers: pd.DataFrame, segments: pd.DataFra
     campaign; coupon codes come from `secrets`, so they are the one column that differs between runs)."""
     as_of = _utc(as_of)
     joined = _join(customers, segments)
-    frame = joined[select_audience(joined, campaign)].sort_values("customer_id", kind="stable")
+    outside = audience_rules(joined, campaign)
+    frame = joined[outside.isna()].sort_values("customer_id", kind="stable")
     frame = frame.reset_index(drop=True)
     extras = [c for c in customers.columns if c not in KNOWN_CUSTOMER_COLUMNS | PRIVATE_CUSTOMER_COLUMNS]
 
@@ -368,7 +448,12 @@ def build_plan(campaign: Campaign, customers: pd.DataFrame, segments: pd.DataFra
 
     reason = frame["policy_reason"].fillna(frame["offer_reason"])
     pool = reason.isna()
-    held, dropped = _holdout_within_budget(frame, pool, campaign)
+    strata_col = campaign.holdout.stratify_by
+    held = assign_holdout(frame.loc[pool, "customer_id"], campaign.id, campaign.holdout.share,
+                          frame.loc[pool, strata_col] if strata_col else None).reindex(frame.index, fill_value=False)
+    frame["budget_note"] = pd.Series(pd.NA, index=frame.index, dtype="string")
+    dropped = _budget_step_one(frame, pool, held, campaign, as_of=as_of)
+    held &= ~dropped
     reason = reason.mask(dropped, "budget")
     treated = pool & ~dropped & ~held
     frame["arm"] = np.where(treated, "treatment", np.where(held, "holdout", "excluded"))
@@ -385,8 +470,13 @@ def build_plan(campaign: Campaign, customers: pd.DataFrame, segments: pd.DataFra
     frame["template"] = _templates(frame, campaign, step)
     frame["account_manager"] = frame.get("account_manager", pd.Series(pd.NA, index=frame.index))
     frame["coupon_code"] = pd.Series(pd.NA, index=frame.index, dtype="string")
-    return _finish(frame, campaign, as_of=as_of, step=1, extras=extras,
+    plan = _finish(frame, campaign, as_of=as_of, step=1, extras=extras,
                    existing_codes={c for c in existing_codes if isinstance(c, str)})
+    # Customers outside the audience have no plan row; the decision trail still says why (`winback explain`).
+    from winback.campaigns.decisions import DecisionTrail, outside_rows
+
+    plan.attrs["decision_trail"] = DecisionTrail(outside_rows(joined[outside.notna()], outside, campaign, as_of=as_of))
+    return plan
 
 
 def _templates(frame: pd.DataFrame, campaign: Campaign, step: CadenceStep) -> pd.Series:
@@ -496,6 +586,11 @@ def plan_followup(campaign: Campaign, step: int, prior: pd.DataFrame, customers:
     frame["coupon_code"] = frame["_prev_code"].where(frame["offer"] == frame["_prev_offer"]).astype("string")
 
     held = frame["_prev_arm"] == "holdout"
+    _followup_costs(frame, campaign)
+    frame["budget_note"] = pd.Series(pd.NA, index=frame.index, dtype="string")
+    if campaign.budget is not None:
+        reason = reason.mask(_budget_followup(frame, reason.isna(), held, prior, campaign), "budget")
+        frame["coupon_code"] = frame["_prev_code"].where(frame["offer"] == frame["_prev_offer"]).astype("string")
     frame["arm"] = np.where(reason.notna(), "excluded", np.where(held, "holdout", "treatment"))
     frame["reason"] = reason.fillna(pd.Series(np.where(held, "holdout", f"cadence_step_{step}"),
                                               index=frame.index, dtype="string"))
@@ -510,6 +605,81 @@ def plan_followup(campaign: Campaign, step: int, prior: pd.DataFrame, customers:
     if "account_manager" not in frame:
         frame["account_manager"] = pd.NA
     return _finish(frame, campaign, as_of=now, step=step, extras=extras, existing_codes=existing)
+
+
+def _followup_costs(frame: pd.DataFrame, campaign: Campaign) -> None:
+    """A follow-up repeating the customer's offer and code commits no new offer cost (the earlier step did):
+    its expected cost is the message's contact cost, its net value the offer's value less that. A new offer
+    (the step's override) costs what it costs."""
+    repeat = (frame["offer"] == frame["_prev_offer"]).fillna(False)
+    if not repeat.any():
+        return
+    contact = frame["channel"].astype("string").map(campaign.economics.contact_costs).astype("float64").fillna(0.0)
+    value = frame["expected_net_value"] + frame["expected_cost"]
+    frame.loc[repeat, "expected_cost"] = contact[repeat]
+    frame.loc[repeat, "expected_net_value"] = (value - contact)[repeat]
+
+
+def committed_cost(prior: pd.DataFrame, campaign_id: str) -> float:
+    """What a campaign's earlier rows have committed: the expected cost of its treatment rows, except those
+    that will never cost anything (failed, skipped, suppressed)."""
+    if prior is None or prior.empty or "expected_cost" not in prior.columns:
+        return 0.0
+    rows = prior[prior["arm"] == "treatment"]
+    if "campaign_id" in rows.columns:
+        rows = rows[rows["campaign_id"].astype("string") == campaign_id]
+    if "state" in rows.columns:
+        rows = rows[~rows["state"].isin(["failed", "skipped", "suppressed"]).fillna(False)]
+    return float(pd.to_numeric(rows["expected_cost"], errors="coerce").clip(lower=0).fillna(0.0).sum())
+
+
+def _budget_followup(frame: pd.DataFrame, pool: pd.Series, held: pd.Series, prior: pd.DataFrame,
+                     campaign: Campaign) -> pd.Series:
+    """The budget at a later step: what is left after the campaign's earlier rows (`committed_cost`), by the
+    same knapsack, customers whose first step was costly (their cadence was reserved) first. A row whose new
+    offer does not fit keeps the offer it had (same code, contact cost only) and is tried again; a message
+    that costs nothing is never cut. Returns who is dropped (`budget`); mutates `frame`'s offer columns."""
+    dropped = pd.Series(False, index=frame.index)
+    if not pool.any():
+        return dropped
+    left = campaign.budget - committed_cost(prior, campaign.id)
+    first = prior[(prior["step"].astype("int64") == 1) & (prior["arm"] == "treatment")] \
+        if "expected_cost" in prior.columns else prior.iloc[0:0]
+    costly = pd.to_numeric(first["expected_cost"], errors="coerce").fillna(0.0).to_numpy() > 0
+    reserved_ids = set(first["customer_id"].astype(str).to_numpy()[costly])
+    reserved = pd.Series(np.isin(frame["customer_id"].astype(str).to_numpy(), list(reserved_ids)).astype(float),
+                         index=frame.index)
+    for attempt in range(2):
+        sub = frame[pool & ~dropped]
+        keep = apply_budget(sub["customer_id"], sub["expected_cost"], sub["expected_net_value"], max(left, 0.0),
+                            counts=~held[sub.index], priority=reserved[sub.index])
+        out = keep.index[~keep]
+        new = (frame.loc[out, "offer"] != frame.loc[out, "_prev_offer"]).fillna(False) & \
+            frame.loc[out, "_prev_offer"].notna()
+        back = out[new.to_numpy()] if attempt == 0 else out[:0]
+        if len(back):
+            # Keep the offer (and code) the customer already holds: the repeat costs its contact only.
+            frame.loc[back, "budget_note"] = "over budget: " + frame.loc[back, "offer"].astype("string") + \
+                " not given, kept " + frame.loc[back, "_prev_offer"].astype("string")
+            frame.loc[back, "offer"] = frame.loc[back, "_prev_offer"]
+            kinds = {o.id: o.kind for o in campaign.offers}
+            frame.loc[back, "offer_kind"] = frame.loc[back, "offer"].map(kinds)
+            figures = _offer_figures(frame.loc[back], campaign)
+            for name in figures.columns:
+                frame.loc[back, name] = figures[name]
+            _followup_costs_rows(frame, back, campaign)
+        rest = out.difference(back)
+        dropped.loc[rest] = True
+        frame.loc[rest, "budget_note"] = "over budget"
+        if not len(back):
+            break
+    return dropped
+
+
+def _followup_costs_rows(frame: pd.DataFrame, rows: pd.Index, campaign: Campaign) -> None:
+    sub = frame.loc[rows].copy()
+    _followup_costs(sub, campaign)
+    frame.loc[rows, ["expected_cost", "expected_net_value"]] = sub[["expected_cost", "expected_net_value"]]
 
 
 def _offer_figures(frame: pd.DataFrame, campaign: Campaign) -> pd.DataFrame:

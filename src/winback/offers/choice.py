@@ -5,7 +5,12 @@ counts as a cost:  ENV = margin × (P(return | offer) − P(return | no contact)
 − P(return | offer) × redemption_rate × cost_if_redeemed − contact_cost(channel),
 with spend_with_offer = max(EOV, min_spend) and the offer's uplift scaled by min(1, EOV / min_spend).
 Customers whose best ENV is not positive are not spent on: excluded (`negative_value`) or, when the
-campaign says so, sent a plain reminder.
+campaign says so, sent a plain reminder. Customers who buy almost only with a discount (share of
+discounted orders at or above `offer_guard.max_discount_share`) are offered no discount (`coupon_abuse`).
+
+Under a budget (`apply_budget`) the costly offers go to the customers with the most expected net value
+per unit of cost — a greedy knapsack by ratio (not the exact optimum: an item that does not fit is
+skipped and smaller ones after it may still fit) — and offers that cost nothing are never cut.
 """
 
 from __future__ import annotations
@@ -36,7 +41,26 @@ def _no_offer():
 
 
 CHOICE_COLUMNS = ["offer", "offer_kind", "p_base", "p_return", "expected_cost", "expected_net_value",
-                  "offer_reason", "choice_reason"]
+                  "offer_reason", "choice_reason", "runner_up", "runner_up_net_value", "offer_guard",
+                  "free_offer", "free_offer_kind", "free_p_return", "free_expected_cost", "free_expected_net_value"]
+# Offer kinds that give money off an order: what the coupon-abuse guard withholds.
+DISCOUNT_KINDS = frozenset({"percent_off", "amount_off"})
+
+
+def coupon_abuse(frame: pd.DataFrame, campaign: Campaign) -> pd.Series:
+    """The guard's reason per customer (NA when not triggered): a share of discounted orders at or above the
+    campaign's `offer_guard.max_discount_share`, over at least `offer_guard.min_orders` orders."""
+    out = pd.Series(pd.NA, index=frame.index, dtype="string")
+    guard = campaign.offer_guard
+    if guard.max_discount_share is None or "discount_share" not in frame.columns:
+        return out
+    share = pd.to_numeric(frame["discount_share"], errors="coerce").astype("float64")
+    orders = pd.to_numeric(frame["n_orders"], errors="coerce").fillna(0) if "n_orders" in frame.columns else \
+        pd.Series(guard.min_orders, index=frame.index)
+    hit = (share >= guard.max_discount_share) & (orders >= guard.min_orders)
+    text = "coupon_abuse: " + share.map(lambda v: f"{v:.0%}") + \
+        f" of orders discounted (limit {guard.max_discount_share:.0%})"
+    return out.mask(hit.fillna(False), text)
 
 
 def _learned_uplift(frame: pd.DataFrame, campaign: Campaign, kind: str, learner: Learner,
@@ -117,8 +141,12 @@ def choose_offers(frame: pd.DataFrame, campaign: Campaign, *, as_of: pd.Timestam
     p_ret = np.zeros((n, k))
     cost = np.zeros((n, k))
     eligible = np.zeros((n, k), dtype=bool)
+    guard = coupon_abuse(frame, campaign)
+    guarded = guard.notna().to_numpy(dtype=bool)
     for j, offer in enumerate(offers):
         ok = offer_eligible(frame, offer, as_of=as_of).to_numpy(dtype=bool, copy=True)
+        if offer.kind in DISCOUNT_KINDS:
+            ok &= ~guarded
         if is_call.any() and not campaign.human_followup.with_offer:
             ok &= ~is_call
         up = None
@@ -186,6 +214,19 @@ def choose_offers(frame: pd.DataFrame, campaign: Campaign, *, as_of: pd.Timestam
         cost_show = np.where(bare_call, fig["expected_cost"].to_numpy(), cost_show)
         env_show = np.where(bare_call, fig["expected_net_value"].to_numpy(), env_show)
     has_offer = ~none & (chosen >= 0)
+    # The runner-up: the best other eligible offer (what the customer would have had instead).
+    if k:
+        others = np.where(eligible, env, -np.inf)
+        others[rows[chosen >= 0], chosen[chosen >= 0]] = -np.inf
+        second = np.argmax(others, axis=1)
+        has_second = np.isfinite(others[rows, second]) & (has_offer | bare_call)
+    else:
+        second, has_second = np.zeros(n, dtype=int), np.zeros(n, dtype=bool)
+    # The best offer that costs nothing (contact included), for customers a budget leaves out of a costly one.
+    free = np.where(eligible & (cost <= 0) & ((env > 0) | (campaign.policy.negative_value == "reminder")),
+                    env, -np.inf) if k else np.zeros((n, 0))
+    best_free = np.argmax(free, axis=1) if k else np.zeros(n, dtype=int)
+    has_free = np.isfinite(free[rows, best_free]) & ~bare_call if k else np.zeros(n, dtype=bool)
     out = pd.DataFrame({
         "offer": pd.array(np.where(has_offer, ids_of[shown] if k else None, None), dtype="string"),
         "offer_kind": pd.array(np.where(has_offer, kinds_of[shown] if k else None, None), dtype="string"),
@@ -195,24 +236,52 @@ def choose_offers(frame: pd.DataFrame, campaign: Campaign, *, as_of: pd.Timestam
         "expected_net_value": env_show,
         "offer_reason": pd.array(offer_reason, dtype="string"),
         "choice_reason": pd.array(choice_reason, dtype="string"),
+        "runner_up": pd.array(np.where(has_second, ids_of[second] if k else None, None), dtype="string"),
+        "runner_up_net_value": np.where(has_second, env[rows, second] if k else np.nan, np.nan),
+        "offer_guard": guard,
+        "free_offer": pd.array(np.where(has_free, ids_of[best_free] if k else None, None), dtype="string"),
+        "free_offer_kind": pd.array(np.where(has_free, kinds_of[best_free] if k else None, None), dtype="string"),
+        "free_p_return": np.where(has_free, p_ret[rows, best_free] if k else np.nan, np.nan),
+        "free_expected_cost": np.where(has_free, cost[rows, best_free] if k else np.nan, np.nan),
+        "free_expected_net_value": np.where(has_free, env[rows, best_free] if k else np.nan, np.nan),
     }, index=index)
     return out
 
 
 def apply_budget(customer_ids: pd.Series, expected_cost: pd.Series, expected_net_value: pd.Series,
-                 budget: float | None, *, counts: pd.Series | None = None) -> pd.Series:
-    """True for customers kept within `budget`: best expected net value first (ties by id); once the
-    running cost of the counted rows (`counts`, e.g. the treatment arm) would exceed it, everyone
-    ranked lower is dropped. Order-independent."""
+                 budget: float | None, *, counts: pd.Series | None = None, weights: pd.Series | None = None,
+                 priority: pd.Series | None = None) -> pd.Series:
+    """True for customers kept within `budget`. A greedy knapsack by expected net value per unit of cost.
+
+    Rows that cost nothing (`expected_cost` ≤ 0) are always kept. Costly rows are taken by `priority`
+    (higher first, default none), then net value per unit of `weights` (default the cost; e.g. the cost of
+    the whole cadence), ties by id; each is kept when its weight fits in what is left, and then, if it is a
+    counted row (`counts`, e.g. the treatment arm), uses it up. Uncounted rows (the holdout) take the same
+    decision without spending, so both arms lose the same kind of customer. Order-independent.
+    """
     keep = pd.Series(True, index=customer_ids.index)
     if budget is None or customer_ids.empty:
         return keep
+    cost = expected_cost.fillna(0.0).astype("float64")
+    weight = cost if weights is None else weights.reindex(cost.index).fillna(cost).astype("float64")
     counted = pd.Series(True, index=customer_ids.index) if counts is None else counts.astype(bool)
-    frame = pd.DataFrame({"id": customer_ids.astype("string"), "env": expected_net_value.fillna(-np.inf),
-                          "cost": expected_cost.fillna(0.0).where(counted, 0.0)})
-    frame = frame.sort_values(["env", "id"], ascending=[False, True], kind="stable")
-    running = frame["cost"].cumsum()
-    # A prefix: the first row that would overrun the budget and every row after it are dropped.
-    over = (running > budget + 1e-9).cummax()
-    keep.loc[frame.index] = ~over.to_numpy()
+    costly = (cost > 0).to_numpy()
+    if not costly.any():
+        return keep
+    env = expected_net_value.fillna(-np.inf).astype("float64").to_numpy()[costly]
+    w = np.maximum(weight.to_numpy()[costly], cost.to_numpy()[costly])
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        ratio = np.where(w > 0, env / np.where(w > 0, w, 1.0), np.inf)
+    prio = np.zeros(len(w)) if priority is None else priority.reindex(cost.index).fillna(0).to_numpy()[costly]
+    ids = customer_ids.astype("string").to_numpy()[costly]
+    order = np.lexsort((ids, -ratio, -prio))
+    left = float(budget)
+    kept = np.zeros(len(w), dtype=bool)
+    spends = counted.to_numpy()[costly]
+    for i in order:
+        if w[i] <= left + 1e-9:
+            kept[i] = True
+            if spends[i]:
+                left -= w[i]
+    keep.iloc[np.flatnonzero(costly)] = kept
     return keep
