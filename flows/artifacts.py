@@ -94,12 +94,17 @@ def dispatch_markdown(campaign_id: str, now: str, summary, status: dict[str, int
         {"outcome": "suppressed at send time", "messages": summary.suppressed},
         {"outcome": "uncertain", "messages": sum(summary.uncertain.values())},
         {"outcome": "throttled past the deadline (deferred)", "messages": summary.throttled},
+        {"outcome": "deferred to a later run (provider asked to wait, retries ran out)",
+         "messages": sum(summary.deferred.values())},
+        {"outcome": "held for a person, uncertain (`winback uncertain list`)",
+         "messages": summary.uncertain_held or status.get("uncertain", 0)},
     ])
     failures_frame = pd.DataFrame([{"reason": k, "messages": v} for k, v in sorted(summary.failed.items())])
     gate_frame = pd.DataFrame([{"decision": k, "messages": v} for k, v in sorted(summary.gated.items())])
     status_frame = pd.DataFrame([{"state": k, "rows": v} for k, v in sorted(status.items())])
+    stopped = f"**Channels stopped for this run:** {summary.outage}\n\n" if summary.outage else ""
     return (
-        f"# Dispatch of `{campaign_id}` at {now}\n\n"
+        f"# Dispatch of `{campaign_id}` at {now}\n\n{stopped}"
         f"## This run\n{_table(totals_frame)}\n"
         f"## Send-time gate (deferred or skipped at the moment of sending)\n{_table(gate_frame)}\n"
         f"## Failed by reason\n{_table(failures_frame)}\n"

@@ -316,3 +316,19 @@ def test_without_a_provider_lookup_nobody_gets_a_second_copy_and_a_person_decide
         assert emu.stats()["duplicates"] == 1  # the one a person chose to resend, knowing
     status = ledger.status("spring")
     assert status == {**status, "sent": 1, "failed": 1, "uncertain": 4}
+
+
+def test_the_dispatch_artifact_shows_what_is_held_for_a_person_and_what_stopped():
+    from collections import Counter
+
+    from flows.artifacts import dispatch_markdown
+
+    from winback.channels.dispatch import DispatchSummary
+
+    summary = DispatchSummary(sent=5, uncertain=Counter({"transport": 2}), uncertain_held=3,
+                              deferred=Counter({"retry_after_over_cap": 4}),
+                              outage="SendGrid rejected the API key (HTTP 401)")
+    text = dispatch_markdown("spring", "2026-11-21", summary, {"uncertain": 3, "planned": 4, "sent": 5})
+    assert "| held for a person, uncertain (`winback uncertain list`) | 3 |" in text
+    assert "| deferred to a later run (provider asked to wait, retries ran out) | 4 |" in text
+    assert "Channels stopped for this run:** SendGrid rejected the API key (HTTP 401)" in text

@@ -287,3 +287,51 @@ def test_three_senders_at_once_send_nothing_twice(tmp_path, request, backend):
     url = _ledger_url(backend, tmp_path, request)
     summaries, stats = _run_senders(tmp_path, url, senders=3, n=1200, start_next_after=None)
     _assert_each_message_once(tmp_path, url, summaries, stats, 1200)
+
+
+class _CountingChannel:
+    """A provider whose lookup takes 5 ms and counts how many lookups run at once (a fake, not a patch)."""
+
+    name = "counting"
+
+    def __init__(self) -> None:
+        self.running = self.most = self.calls = 0
+
+    async def send(self, messages):
+        raise AssertionError("reconciliation never sends")
+
+    async def lookup(self, key, message=None):
+        from winback.channels.base import LookupResult
+
+        self.calls += 1
+        found = self.calls % 2
+        self.running += 1
+        self.most = max(self.most, self.running)
+        await asyncio.sleep(0.005)
+        self.running -= 1
+        return LookupResult(key, "found" if found else "not_found", provider_message_id="m")
+
+
+class _OneChannelRouter:
+    def __init__(self, channel) -> None:
+        self.channel = channel
+
+    def channel_for(self, name):
+        return self.channel
+
+
+def test_reconciling_two_thousand_rows_looks_them_up_concurrently_within_the_bound(tmp_path, templates):
+    counting = _CountingChannel()
+    with Ledger(f"sqlite:///{tmp_path}/l.db") as ledger:
+        ledger.plan(make_plan(2000, channel=["email", "webhook"]))
+        ledger.claim(now=T0, limit=2000, lease_s=0, gate=False)
+        settings = _settings(_OneChannelRouter(counting), templates, FrozenClock(T0 + pd.Timedelta(minutes=5)),
+                             concurrency=32, lookup_settle_s=0.0)
+        started = time.monotonic()
+        summary = asyncio.run(reconcile_in_flight(ledger, settings))
+        elapsed = time.monotonic() - started
+        status = ledger.status()
+    assert summary.reconciled == {"found": 1000, "not_found": 1000} and counting.calls == 2000
+    assert 1 < counting.most <= 32  # concurrent, and never more than the semaphore allows
+    assert status["sent"] == 1000 and status["planned"] == 1000 and status["sending"] == 0
+    assert elapsed < 20  # one at a time this would be 2,000 × 5 ms of lookups alone
