@@ -316,8 +316,36 @@ def _load(path: Path):
     return load_campaign(path)
 
 
+def message_combinations(spec) -> list[tuple[str, str, str]]:
+    """Every (template, channel, locale) the campaign can produce: the offers' templates on step 1's channels
+    (and on call tasks when human follow-up routes customers to calls), each later step's template or the
+    offers' on its channel, in the default locale, every fallback target and every locale an offer title names."""
+    locales = [spec.policy.default_locale, *spec.locale_fallback.values()]
+    for offer in spec.offers:
+        if isinstance(offer.title, dict):
+            locales += list(offer.title)
+    locales = list(dict.fromkeys(locales))
+    offer_templates = list(dict.fromkeys(o.template for o in spec.offers))
+    pairs: list[tuple[str, str]] = []
+    first = spec.cadence[0]
+    for channel in ([first.channel] if first.channel else spec.channels):
+        pairs += [(first.template or t, channel) for t in offer_templates]
+    if spec.human_followup.rules:
+        pairs += [(t, "call_task") for t in offer_templates] if spec.human_followup.with_offer \
+            else [("call_task", "call_task")]
+    for step in spec.cadence[1:]:
+        templates = [step.template] if step.template else offer_templates
+        for channel in ([step.channel] if step.channel else spec.channels):
+            pairs += [(t, channel) for t in templates]
+    pairs = list(dict.fromkeys(pairs))
+    return [(t, ch, loc) for t, ch in pairs for loc in locales]
+
+
 def validate_templates(spec) -> tuple[list[str], list[str]]:
-    """(errors, warnings) of every template the campaign uses, via `winback.render.Renderer.validate`."""
+    """(errors, warnings) of every template the campaign uses (`winback.render.Renderer.validate`) and of every
+    locale × channel × template it can produce: no files for one is an error, a fallback to another
+    language a warning."""
+    from winback.errors import WinbackError
     from winback.render import Renderer
 
     names: dict[str, str | None] = {}
@@ -336,6 +364,19 @@ def validate_templates(spec) -> tuple[list[str], list[str]]:
             continue
         for problem in renderer.validate(name, offer_kind=kind):
             (warnings if ": warning: " in problem else errors).append(problem)
+    for template, channel, locale in message_combinations(spec):
+        if template not in available:
+            if template not in names:
+                errors.append(f"template {template!r} not found in {spec.templates_path()}")
+                names[template] = None
+            continue
+        try:
+            used = renderer.resolve_locale(template, channel, locale)
+        except WinbackError as exc:
+            errors.append(f"{template}: {channel} in {locale}: {exc}")
+            continue
+        if used.split("-")[0].lower() != locale.split("-")[0].lower():
+            warnings.append(f"{template}: warning: {channel} in {locale} falls back to {used}")
     return errors, warnings
 
 

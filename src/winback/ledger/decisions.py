@@ -177,3 +177,33 @@ def _short(exc: BaseException) -> str:
     from winback.ledger.ledger import _short as short
 
     return short(exc)
+
+
+SUPPRESSION_COLUMNS = ["customer_id", "channel", "address", "reason", "source"]
+
+
+def import_suppressions(ledger: Ledger, frame: pd.DataFrame, *, now: Any | None = None) -> int:
+    """Add suppression rows (customer_id, channel, address, reason, source) in one transaction; a (customer,
+    channel) already suppressed keeps its first entry. Returns the rows that were new."""
+    from winback.vocab import SUPPRESSION_REASONS
+
+    if frame is None or len(frame) == 0:
+        return 0
+    data = frame.reindex(columns=SUPPRESSION_COLUMNS)
+    bad = ~data["reason"].isin(SUPPRESSION_REASONS)
+    if bad.any():
+        first = int(bad.to_numpy().nonzero()[0][0])
+        raise DataError(f"suppression reason {data['reason'].iloc[first]!r} is not one of {SUPPRESSION_REASONS}",
+                        row=first + 1, column="reason")
+    if data["customer_id"].isna().any() or data["channel"].isna().any():
+        raise DataError("a suppression needs a customer_id (or an address) and a channel")
+    when = ledger._when(now)
+    records = [{k: _py(v) for k, v in rec.items()} | {"created_at": when} for rec in data.to_dict("records")]
+    s = schema.suppressions
+    stmt = ledger._insert(s).on_conflict_do_nothing(index_elements=["customer_id", "channel"])
+    try:
+        with ledger._write() as conn:
+            return sum(max(conn.execute(stmt, records[i:i + _ROWS_PER_STATEMENT]).rowcount, 0)
+                       for i in range(0, len(records), _ROWS_PER_STATEMENT))
+    except sa.exc.SQLAlchemyError as exc:
+        raise LedgerError(f"cannot store suppressions: {_short(exc)}") from None
