@@ -148,3 +148,27 @@ def test_redemption_cost_rules_one_by_one() -> None:
 def test_roi_is_undefined_without_spending() -> None:
     assert money.roi(10.0, 0.0, 0.0) is None
     assert money.roi(30.0, 10.0, 5.0) == pytest.approx(2.0)
+
+
+def test_sent_sms_are_priced_by_their_real_segments() -> None:
+    from test_plan import AS_OF, campaign, population
+    from winback.campaigns import build_plan
+    from winback.measure.run import sms_segments
+    from winback.render import Renderer, make_unsubscribe_token, unsubscribe_url
+
+    spec = campaign()
+    customers, segments = population(300, seed=6)
+    plan = build_plan(spec, customers, segments, as_of=AS_OF)
+    rows = plan[(plan["arm"] == "treatment")].assign(state="sent").reset_index(drop=True)
+    sms = rows["channel"] == "sms"
+    got = sms_segments(rows, spec, public_url="https://winback.example.com")
+    assert got[~sms].isna().all() and (got[sms] >= 1).all()
+    first = rows[sms].iloc[0]
+    token = make_unsubscribe_token(first["campaign_id"], first["customer_id"], "sms", "any secret")
+    real = Renderer(spec.templates_path(), spec.locale_fallback).render(
+        first["template"], "sms", first["locale"], first["context"],
+        unsubscribe_url=unsubscribe_url("https://winback.example.com", token))
+    assert got[sms].iloc[0] == real.sms_segments
+    notes: list[str] = []
+    sampled = sms_segments(rows, spec, public_url="https://winback.example.com", notes=notes, limit=3)
+    assert (sampled[sms] >= 1).all() and any("sample of 3" in n for n in notes)

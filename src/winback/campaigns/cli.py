@@ -265,7 +265,8 @@ def render_explanation(trail: dict) -> str:
                 if detail:
                     lines.append("  segment: " + ", ".join(f"{k} {v}" for k, v in detail.items()))
                 continue
-            lines.append(f"  audience: in ({d.get('audience_rule')})")
+            rule = d.get("audience_rule")
+            lines.append("  audience: in" + (f" ({rule})" if rule and rule != "in audience" else ""))
             policy = d.get("policy") or {}
             if policy:
                 lines.append("  policy: " + " · ".join(f"{ch} {verdict}" for ch, verdict in policy.items()))
@@ -409,9 +410,10 @@ def print_summary(console, summary, *, inputs=None) -> None:
     if summary.by_channel:
         console.print("Channels (treatment): " + ", ".join(f"{k} {v:,}" for k, v in summary.by_channel.items()),
                       highlight=False)
-    budget = f" of budget {summary.budget:,.2f} ({summary.expected_cost / summary.budget:.0%})" \
-        if summary.budget else " (no budget cap)"
-    console.print(f"Expected offer cost {summary.expected_cost:,.2f} {summary.currency}{budget}; "
+    budget = f" of budget {summary.budget:,.2f} ({summary.expected_cost / summary.budget:.0%}; the budget also " \
+        "holds the later cadence steps)" if summary.budget else " (no budget cap)"
+    console.print(f"Expected offer cost of step 1 (offers and contacts) {summary.expected_cost:,.2f} "
+                  f"{summary.currency}{budget}; "
                   f"expected net value {summary.expected_net_value:,.2f} {summary.currency}", highlight=False)
     if summary.power is not None:
         style = "green" if summary.power.ok else "bold yellow"

@@ -52,8 +52,9 @@ def _clean(value: Any) -> Any:
         return None
     if isinstance(value, np.generic):
         value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
+    if isinstance(value, float):
+        # Figures for people: four significant digits (a P(alive) of 6.686924981907905e-07 reads 6.687e-07).
+        return float(f"{value:.4g}") if math.isfinite(value) else None
     if isinstance(value, pd.Timestamp):
         return value.isoformat()
     return value
@@ -100,7 +101,7 @@ def decision_rows(plan: pd.DataFrame) -> pd.DataFrame:
         "step": step,
         "as_of": col("as_of"),
         "in_audience": True,
-        "audience_rule": np.where(step == 1, "in audience", "in audience (cadence step of an earlier decision)"),
+        "audience_rule": np.where(step == 1, "in audience", "follow-up of an earlier step's treatment or holdout"),
         "policy": col("policy_checks"),
         "arm": plan["arm"].astype("string"),
         "reason": col("reason"),

@@ -726,8 +726,9 @@ class PlanSummary:
         """A markdown report a CRM manager can read (used for the Prefect artifact)."""
         lines = [f"# Plan · {self.campaign_id}", "",
                  f"Audience **{self.audience:,}** · " + " · ".join(f"{k} **{v:,}**" for k, v in self.by_arm.items()),
-                 "", f"Expected offer cost **{self.expected_cost:,.2f} {self.currency}**"
-                 + (f" of budget {self.budget:,.2f} ({self.expected_cost / self.budget:.0%})" if self.budget else "")
+                 "", f"Expected offer cost of step 1 (offers and contacts) **{self.expected_cost:,.2f} {self.currency}**"
+                 + (f" of budget {self.budget:,.2f} ({self.expected_cost / self.budget:.0%}; the budget also holds "
+                    "the later cadence steps)" if self.budget else "")
                  + f" · expected net value {self.expected_net_value:,.2f} {self.currency}", ""]
         if self.power is not None and not self.power.ok:
             lines += [f"> ⚠️ {self.power.message}", ""]

@@ -7,9 +7,12 @@
    steps reach only the customers who have not come back;
 5. once step 1 has reached everyone, simulate the customers' returns over the attribution window from
    the world's ground truth (contacted customers with their true treated probability);
-6. run `winback-measure` and print, per offer and value tier, return rate treated vs holdout, the
-   measured uplift with its 95% CI next to the true uplift, revenue, offer cost and ROI;
-7. show that the Thompson-sampling learner moves offer choice toward the truly best offer per tier
+6. the account managers' call lists come back with outcomes (`winback calls import`; demo only: won
+   back when the customer returned, else reached or no answer);
+7. run `winback-measure` and print, per offer and value tier, return rate treated vs holdout, the
+   measured uplift with its 95% CI next to the true uplift, coupons redeemed, their realized cost,
+   contact cost, incremental gross margin with its CI, net value and ROI on margin, and call outcomes;
+8. show that the Thompson-sampling learner moves offer choice toward the truly best offer per tier
    over six simulated rounds on the whole win-back audience (share given the best offer, and the
    true uplift of the offers given as a share of the best possible).
 
@@ -36,7 +39,7 @@ START = pd.Timestamp("2026-11-24 09:30", tz="Asia/Shanghai")
 SEED = 7
 
 # Wide enough for the result tables when output is piped (CI logs) or the terminal is narrow.
-console = Console(width=max(Console().width, 172))
+console = Console(width=max(Console().width, 190))
 
 
 def _pct(x: float | None) -> str:
@@ -153,6 +156,41 @@ def money_line(run) -> str:
             f"= net {_money(r.net_incremental_value)}; ROI on margin {_roi(r.roi)}")
 
 
+def report_calls(campaign_id: str, world_dir: str, ledger_url: str) -> int:
+    """Fill in the call lists as the managers would (demo only: won back when the customer ordered within the
+    window, else reached or no answer) and bring them back with `winback calls import`."""
+    import hashlib
+
+    from winback.cli import main as winback
+    from winback.demo.returns import simulated_order_prefix
+
+    folder = Path(os.environ["WINBACK_CALL_LIST_DIR"]) / campaign_id
+    lists = sorted(folder.glob("*.csv")) if folder.is_dir() else []
+    if not lists:
+        console.print("   no call lists were written", highlight=False)
+        return 0
+    orders = pd.read_parquet(Path(world_dir) / "orders.parquet", columns=["customer_id", "order_id"])
+    simulated = orders["order_id"].astype(str).str.startswith(simulated_order_prefix(campaign_id))
+    returned = set(orders.loc[simulated, "customer_id"].astype(str))
+    filled = []
+    for path in lists:
+        calls = pd.read_csv(path, encoding="utf-8-sig", dtype=str)
+        coin = calls["customer_id"].map(lambda c: hashlib.sha256(c.encode()).digest()[0] % 3)
+        calls["outcome"] = ["won_back" if c in returned else ("no_answer" if k == 0 else "reached")
+                            for c, k in zip(calls["customer_id"], coin, strict=True)]
+        calls["note"] = calls["outcome"].map({"won_back": "下单了 / ordered again", "reached": "聊过 / talked",
+                                              "no_answer": "未接 / no answer"})
+        out = OUT / "call-outcomes" / path.name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        calls.to_csv(out, index=False, encoding="utf-8-sig")
+        filled.append(out)
+    for path in filled:
+        code = winback(["calls", "import", str(path), "--ledger", ledger_url])
+        if code:
+            return code
+    return 0
+
+
 def main() -> int:
     """Run the whole demo; returns the process exit code."""
     _environment()
@@ -232,7 +270,11 @@ def main() -> int:
         console.print(f"   the emulator accepted {stats['accepted']:,} messages for {stats['unique_keys']:,} "
                       f"ledger keys: {stats['duplicates']} duplicates", highlight=False)
 
-    console.print("[bold]6. Measure flow[/]")
+    console.print("[bold]6. Call outcomes[/] come back from the account managers' lists")
+    code = report_calls(campaign.id, world_dir, ledger_url)
+    if code:
+        return code
+    console.print("[bold]7. Measure flow[/]")
     measure_as_of = (START + pd.Timedelta(days=campaign.attribution_window_days + 1)).isoformat()
     measure_flow(campaign=campaign.id, window_days=campaign.attribution_window_days, world=world_dir,
                  ledger_url=ledger_url, as_of=measure_as_of, out_dir=str(OUT / "report"))
@@ -250,11 +292,12 @@ def main() -> int:
     console.print(money_line(run), highlight=False)
     calls = run.result.call_outcomes
     if calls.get("tasks"):
-        console.print(f"Call tasks: {calls['sent']:,} on the managers' lists; outcomes reported for "
-                      f"{calls['sent'] - calls['no_outcome']:,} (`winback calls import`)", highlight=False)
+        console.print(f"Call tasks: {calls['sent']:,} on the managers' lists: won back {calls['won_back']:,}, "
+                      f"reached {calls['reached']:,}, no answer {calls['no_answer']:,}, declined "
+                      f"{calls['declined']:,}, no outcome yet {calls['no_outcome']:,}", highlight=False)
     console.print(f"Report, table and plots: {OUT / 'report'}", highlight=False)
 
-    console.print("[bold]7. Learning[/]: share of each tier's customers given its truly best offer, campaign by campaign")
+    console.print("[bold]8. Learning[/]: share of each tier's customers given its truly best offer, campaign by campaign")
     from winback.measure.learning import simulate_learning
 
     # The learner's arms are (offer kind, value tier): the world's truth joined with the segments' tiers.

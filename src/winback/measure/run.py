@@ -51,10 +51,15 @@ class MeasureRun:
                 f"net incremental value {r.net_incremental_value:,.2f}; ROI {roi}")
 
 
+SMS_RENDER_LIMIT = 20_000  # beyond this many sent SMS, a seeded sample is rendered (about 100 µs each)
+
+
 def sms_segments(rows: pd.DataFrame, campaign, *, public_url: str | None = None,
-                 notes: list[str] | None = None) -> pd.Series:
+                 notes: list[str] | None = None, limit: int = SMS_RENDER_LIMIT) -> pd.Series:
     """Segments of each SMS really sent (NaN for other rows), rendered again from the ledger row's template
-    and context with an unsubscribe link as long as the sender's. A row that cannot be rendered counts 1."""
+    and context with an unsubscribe link as long as the sender's. A row that cannot be rendered counts 1.
+    More than `limit` SMS: a seeded sample of `limit` is rendered and the others get their (template,
+    locale)'s mean segments (a note says so)."""
     import os
 
     from winback.errors import WinbackError
@@ -66,8 +71,11 @@ def sms_segments(rows: pd.DataFrame, campaign, *, public_url: str | None = None,
         return out
     base = public_url or os.environ.get("WINBACK_PUBLIC_URL") or "https://example.com"
     renderer = Renderer(campaign.templates_path(), campaign.locale_fallback)
+    todo = rows[sent]
+    if len(todo) > limit:
+        todo = todo.sample(n=limit, random_state=0)
     failed = 0
-    for i, row in rows[sent].iterrows():
+    for i, row in todo.iterrows():
         try:
             # Same length as the real link: a token's size depends on its ids, not on the secret.
             token = make_unsubscribe_token(str(row["campaign_id"]), str(row["customer_id"]), "sms", "x")
@@ -75,7 +83,16 @@ def sms_segments(rows: pd.DataFrame, campaign, *, public_url: str | None = None,
                                       unsubscribe_url=unsubscribe_url(base, token))
             out.loc[i] = float(message.sms_segments or 1)
         except (WinbackError, ValueError, TypeError):
+            out.loc[i] = 1.0
             failed += 1
+    rest = sent & out.isna()
+    if rest.any():
+        group = [rows["template"].astype("string"), rows["locale"].astype("string")]
+        mean = out.groupby(group, dropna=False).transform("mean")
+        out = out.mask(rest, mean.fillna(1.0))
+        if notes is not None:
+            notes.append(f"{int(rest.sum()):,} of {int(sent.sum()):,} sent SMS priced at the mean segments of a "
+                         f"rendered sample of {limit:,} (per template and locale)")
     if failed and notes is not None:
         notes.append(f"{failed} sent SMS could not be rendered again to count segments: priced as 1 segment each")
     return out

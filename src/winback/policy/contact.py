@@ -280,7 +280,7 @@ def _channel_reasons(chosen: pd.Series, checks: dict[str, pd.Series], order: lis
         if verdict is None:
             continue
         here = chosen.eq(channel).fillna(False) & out.isna()
-        text = (f"{channel}: first allowed of {', '.join(order)}" + skipped.where(skipped == "", " (" + skipped + ")"))
+        text = (f"first allowed of {', '.join(order)}" + skipped.where(skipped == "", " (" + skipped + ")"))
         out = out.mask(here, text)
         blocked = verdict.notna() & (verdict != "ok")
         add = (channel + " " + verdict).where(blocked, "")
