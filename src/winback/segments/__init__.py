@@ -1,21 +1,34 @@
-"""Lapse segmentation: RFM, own rhythm and overdue ratio, BG/NBD + Gamma-Gamma, value tiers, stages, reasons."""
+"""Lapse segmentation: RFM, own rhythm and overdue ratio, BG/NBD, MBG/NBD or Pareto/NBD + Gamma-Gamma, value tiers, stages, reasons."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 __all__ = [
+    "MODEL_NAMES",
     "SEGMENT_COLUMNS",
     "BgNbdParams",
     "CustomerModels",
     "GammaGammaParams",
+    "HoldoutCheck",
+    "MbgNbdParams",
+    "ModelChoice",
+    "ParetoNbdParams",
     "SegmentParams",
     "bgnbd_conditional_expected_purchases",
     "bgnbd_p_alive",
+    "check_holdout",
+    "choose_model",
     "fit_bgnbd",
     "fit_customer_models",
     "fit_gamma_gamma",
+    "fit_mbgnbd",
+    "fit_pareto_nbd",
+    "fit_purchase_model",
     "gamma_gamma_expected_value",
+    "holdout_summary",
+    "purchase_expected",
+    "purchase_p_alive",
     "render_segment_summary",
     "rfm_summary",
     "segment_customers",
@@ -30,16 +43,30 @@ if TYPE_CHECKING:
         fit_customer_models,
         segment_customers,
     )
+    from winback.segments.model_check import (
+        MODEL_NAMES,
+        HoldoutCheck,
+        ModelChoice,
+        check_holdout,
+        choose_model,
+        fit_purchase_model,
+        purchase_expected,
+        purchase_p_alive,
+    )
     from winback.segments.models import (
         BgNbdParams,
         GammaGammaParams,
+        MbgNbdParams,
         bgnbd_conditional_expected_purchases,
         bgnbd_p_alive,
         fit_bgnbd,
         fit_gamma_gamma,
+        fit_mbgnbd,
         gamma_gamma_expected_value,
+        holdout_summary,
         rfm_summary,
     )
+    from winback.segments.pareto_nbd import ParetoNbdParams, fit_pareto_nbd
     from winback.segments.summary import render_segment_summary, segment_summary
 
 _HOME = {
@@ -56,6 +83,19 @@ _HOME = {
     "fit_gamma_gamma": "models",
     "gamma_gamma_expected_value": "models",
     "rfm_summary": "models",
+    "MbgNbdParams": "models",
+    "fit_mbgnbd": "models",
+    "holdout_summary": "models",
+    "ParetoNbdParams": "pareto_nbd",
+    "fit_pareto_nbd": "pareto_nbd",
+    "MODEL_NAMES": "model_check",
+    "HoldoutCheck": "model_check",
+    "ModelChoice": "model_check",
+    "check_holdout": "model_check",
+    "choose_model": "model_check",
+    "fit_purchase_model": "model_check",
+    "purchase_expected": "model_check",
+    "purchase_p_alive": "model_check",
     "render_segment_summary": "summary",
     "segment_summary": "summary",
 }

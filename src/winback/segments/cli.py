@@ -1,4 +1,4 @@
-"""`winback segment` and `winback fit-bgnbd`: thin wrappers over `winback.segments`."""
+"""`winback segment`, `winback fit` and `winback fit-bgnbd`: thin wrappers over `winback.segments`."""
 
 from __future__ import annotations
 
@@ -56,40 +56,125 @@ def register(app: typer.Typer) -> None:
         console.print(f"Wrote {len(segments):,} customers to {out}"
                       + (f"; quarantine in {quarantine}" if quarantine else ""), highlight=False)
 
+    @app.command("fit")
+    def fit_command(
+        orders: str = _FIT_ORDERS,
+        model: str = typer.Option(..., "--model", help="bgnbd, mbgnbd or pareto-nbd"),
+        until: str | None = _FIT_UNTIL,
+        holdout_until: str | None = _FIT_HOLDOUT_UNTIL,
+        unit: str = _FIT_UNIT,
+        as_json: bool = _FIT_JSON,
+        encoding: str = _FIT_ENCODING,
+        timezone: str = _FIT_TIMEZONE,
+    ) -> None:
+        """Fit a purchase model (BG/NBD, MBG/NBD or Pareto/NBD); with --holdout-until, check it against the holdout."""
+        _fit(orders, model, until, holdout_until, unit, as_json, encoding, timezone)
+
     @app.command("fit-bgnbd")
     def fit_bgnbd_command(
-        orders: str = typer.Option(..., "--orders", help="orders (customer_id, ordered_at, amount) or a CDNOW .txt log"),
-        until: str | None = typer.Option(None, "--until", help="end of the calibration period (default: last order)"),
-        unit: str = typer.Option("day", "--unit", help="time unit of t_x, T and alpha: day or week"),
-        as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
-        encoding: str = typer.Option("utf-8-sig", "--encoding", help="CSV encoding"),
-        timezone: str = typer.Option("UTC", "--timezone", help="time zone of calendar days (same-day orders = one transaction)"),
+        orders: str = _FIT_ORDERS,
+        until: str | None = _FIT_UNTIL,
+        holdout_until: str | None = _FIT_HOLDOUT_UNTIL,
+        unit: str = _FIT_UNIT,
+        as_json: bool = _FIT_JSON,
+        encoding: str = _FIT_ENCODING,
+        timezone: str = _FIT_TIMEZONE,
     ) -> None:
-        """Fit the BG/NBD model on an orders file and print r, alpha, a, b, the log-likelihood and the customer count."""
-        if unit not in ("day", "week"):
-            raise ConfigError(f"unknown unit {unit!r}; use day or week", field="--unit")
-        from winback.config import parse_timestamp
-        from winback.segments.models import fit_bgnbd, rfm_summary
+        """Fit the BG/NBD model (`winback fit --model bgnbd`): r, alpha, a, b, the log-likelihood and the customer count."""
+        _fit(orders, "bgnbd", until, holdout_until, unit, as_json, encoding, timezone)
 
-        frame = _read_fit_orders(orders, encoding=encoding, timezone=timezone)
-        end = parse_timestamp(until, option="--until", tz=timezone) if until else None
+
+# The options `winback fit` and `winback fit-bgnbd` share.
+_FIT_ORDERS = typer.Option(..., "--orders", help="orders (customer_id, ordered_at, amount) or a CDNOW .txt log")
+_FIT_UNTIL = typer.Option(None, "--until", help="end of the calibration period (default: last order)")
+_FIT_HOLDOUT_UNTIL = typer.Option(
+    None, "--holdout-until", help="end of a holdout period after --until: actual vs predicted repeat transactions")
+_FIT_UNIT = typer.Option("day", "--unit", help="time unit of t_x, T and the scale parameters: day or week")
+_FIT_JSON = typer.Option(False, "--json", help="print JSON instead of tables")
+_FIT_ENCODING = typer.Option("utf-8-sig", "--encoding", help="CSV encoding")
+_FIT_TIMEZONE = typer.Option("UTC", "--timezone", help="time zone of calendar days (same-day orders = one transaction)")
+
+
+def _fit(orders: str, model: str, until: str | None, holdout_until: str | None, unit: str, as_json: bool,
+         encoding: str, timezone: str) -> None:
+    """`winback fit`: read, summarise, fit, check against the holdout, print."""
+    from winback.segments.model_check import MODEL_NAMES
+
+    if model not in MODEL_NAMES:
+        raise ConfigError(f"unknown model {model!r}; use one of {', '.join(MODEL_NAMES)}", field="--model")
+    if unit not in ("day", "week"):
+        raise ConfigError(f"unknown unit {unit!r}; use day or week", field="--unit")
+    if holdout_until and not until:
+        raise ConfigError("a holdout check needs the end of the calibration period", field="--until",
+                          hint="add --until DATE (the holdout runs from the day after it to --holdout-until)")
+    from winback.config import parse_timestamp
+    from winback.segments.model_check import check_holdout, fit_purchase_model
+    from winback.segments.models import holdout_summary, rfm_summary
+
+    frame = _read_fit_orders(orders, encoding=encoding, timezone=timezone)
+    end = parse_timestamp(until, option="--until", tz=timezone) if until else None
+    check = None
+    if holdout_until:
+        holdout_end = parse_timestamp(holdout_until, option="--holdout-until", tz=timezone)
+        summary, horizon = holdout_summary(frame, until=end, holdout_until=holdout_end, unit=unit, timezone=timezone)
+    else:
         summary = rfm_summary(frame, until=end, unit=unit, timezone=timezone)
-        params = fit_bgnbd(summary["frequency"], summary["recency"], summary["T"], unit=unit)
-        result = params.to_dict()
-        if as_json:
-            typer.echo(json.dumps(result))
-            return
-        from rich.console import Console
-        from rich.table import Table
+    params = fit_purchase_model(model, summary["frequency"], summary["recency"], summary["T"], unit=unit)
+    if holdout_until:
+        check = check_holdout(params, summary["frequency"], summary["recency"], summary["T"],
+                              summary["holdout_transactions"], horizon)
+    aic = 2.0 * 4 - 2.0 * params.log_likelihood
+    if as_json:
+        result = {"model": model, **params.to_dict(), "aic": aic}
+        if check is not None:
+            result["holdout"] = {"from": str((end + _one_day()).date()), "until": str(holdout_end.date()),
+                                 **{k: v for k, v in check.to_dict().items()
+                                    if k not in ("model", "log_likelihood", "aic", "n_customers", "unit")}}
+        typer.echo(json.dumps(result))
+        return
+    _print_fit(orders, params, aic, check, (end, holdout_end) if check is not None else None)
 
-        table = Table(title=f"BG/NBD fit, time in {unit}s", title_justify="left", caption=orders)
-        table.add_column("parameter")
-        table.add_column("estimate", justify="right")
-        for name in ("r", "alpha", "a", "b"):
-            table.add_row(name, f"{result[name]:.4f}")
-        table.add_row("log-likelihood", f"{result['log_likelihood']:.2f}")
-        table.add_row("customers", f"{result['n_customers']:,}")
-        Console().print(table)
+
+def _one_day():
+    import pandas as pd
+
+    return pd.Timedelta(days=1)
+
+
+def _print_fit(source: str, params, aic: float, check, window) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from winback.segments.model_check import MODEL_LABELS
+
+    result = params.to_dict()
+    names = [k for k in result if k not in ("log_likelihood", "n_customers", "unit")]
+    table = Table(title=f"{MODEL_LABELS[params.model]} fit, time in {params.unit}s", title_justify="left",
+                  caption=source)
+    table.add_column("parameter")
+    table.add_column("estimate", justify="right")
+    for name in names:
+        table.add_row(name, f"{result[name]:.4f}")
+    table.add_row("log-likelihood", f"{result['log_likelihood']:.2f}")
+    table.add_row("AIC", f"{aic:.2f}")
+    table.add_row("customers", f"{result['n_customers']:,}")
+    console = Console()
+    console.print(table)
+    if check is None:
+        return
+    start, end = window
+    error = f"{check.error:+.1%}" if check.actual else "n/a"
+    console.print(
+        f"Holdout {(start + _one_day()):%Y-%m-%d} to {end:%Y-%m-%d} ({check.horizon:g} {params.unit}s): "
+        f"repeat transactions actual {check.actual:,.0f}, predicted {check.predicted:,.1f} ({error}); "
+        f"per customer: Poisson deviance {check.deviance:.4f}, MSE {check.mse:.4f}", highlight=False)
+    by_x = Table(title="Holdout repeat transactions per customer, by calibration frequency (FHL 2005 fig. 4)",
+                 title_justify="left")
+    for column in ("x", "customers", "actual", "predicted"):
+        by_x.add_column(column, justify="right")
+    for row in check.by_frequency.itertuples(index=False):
+        by_x.add_row(row.frequency, f"{row.customers:,}", f"{row.actual:.3f}", f"{row.predicted:.3f}")
+    console.print(by_x)
 
 
 def _departed_managers(value: str | None) -> tuple[str, ...]:
@@ -110,7 +195,7 @@ def _departed_managers(value: str | None) -> tuple[str, ...]:
 
 
 def _read_fit_orders(source: str, *, encoding: str, timezone: str):
-    """Orders for fit-bgnbd: a CDNOW .txt log, or a table with customer_id, ordered_at and amount."""
+    """Orders for `winback fit`: a CDNOW .txt log, or a table with customer_id, ordered_at and amount."""
     import pandas as pd
 
     from winback.errors import DataError
