@@ -111,19 +111,25 @@ def test_sparse_category_counts_equal_the_dense_ones(world, monkeypatch):
     pd.testing.assert_frame_equal(got, expected, check_exact=True)
 
 
-def test_hypergeometric_term_shared_per_x_and_T_is_the_same_prediction(world):
-    customers, orders, complaints, models = world
+@pytest.mark.parametrize("model", ["bgnbd", "mbgnbd", "pareto-nbd"])
+def test_predictions_shared_per_x_and_T_are_the_same_prediction(world, model):
+    # BG/NBD and MBG/NBD: the hypergeometric term is evaluated once per distinct (x, T) and gathered;
+    # Pareto/NBD: its tail integrals once per distinct (x, t). Same numbers as the direct formula.
+    customers, orders, complaints, _ = world
+    models = fit_customer_models(orders, as_of=AS_OF, params=SegmentParams(purchase_model=model))
+    assert models.purchases.model == model
     out = segment_customers(customers, orders, complaints, as_of=AS_OF, models=models)
     has = out["n_orders"] > 0
-    from winback.segments.models import bgnbd_conditional_expected_purchases
+    from winback.segments.model_check import purchase_expected
 
     as_of_day = pd.Timestamp(AS_OF.tz_convert("Asia/Shanghai").date())
     first = out.loc[has, "first_order_at"].dt.tz_convert("Asia/Shanghai").dt.tz_localize(None).dt.normalize()
     last = out.loc[has, "last_order_at"].dt.tz_convert("Asia/Shanghai").dt.tz_localize(None).dt.normalize()
-    direct = bgnbd_conditional_expected_purchases(
-        models.bgnbd, 90.0, out.loc[has, "frequency"].to_numpy(float),
+    direct = purchase_expected(
+        models.purchases, 90.0, out.loc[has, "frequency"].to_numpy(float),
         (last - first).dt.days.to_numpy(float), (as_of_day - first).dt.days.to_numpy(float))
-    np.testing.assert_array_equal(out.loc[has, "expected_purchases_90d"].to_numpy(), direct)
+    np.testing.assert_allclose(out.loc[has, "expected_purchases_90d"].to_numpy(), direct, rtol=1e-13, atol=0)
+    assert (out["purchase_model"] == model).all()
 
 
 def test_model_fit_does_not_depend_on_the_order_of_the_orders(world):

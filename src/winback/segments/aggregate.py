@@ -69,6 +69,11 @@ class OrderAggregates:
     last_order_at: np.ndarray
     names: pa.Array | None = None  # customer ids when the customers are the orders' own
     categories: dict | None = None
+    # With a holdout split (see aggregate_orders): the last day of the calibration period, and per
+    # customer the transactions up to it and the day of the last of them (NaT when none).
+    split_day: np.datetime64 | None = None
+    tx_to_split: np.ndarray | None = None
+    last_day_to_split: np.ndarray | None = None
 
 
 @contextmanager
@@ -88,17 +93,23 @@ def connect(customer_ids: pa.Array | None = None):
 
 def aggregate_orders(orders: OrdersSource, *, as_of: pd.Timestamp, timezone: str, trend_window_days: int,
                      category_window_days: int = 0, con=None, n_customers: int | None = None,
-                     categories: bool = True, label: str = "orders") -> OrderAggregates:
+                     categories: bool = True, label: str = "orders", holdout_days: int = 0,
+                     holdout_share: float = 1.0) -> OrderAggregates:
     """Aggregate the orders up to `as_of` per customer.
 
     With `con` from `connect(customer_ids)` (and `n_customers`), the customers are those ids, in
     their order, and orders of other customers are ignored; otherwise the customers are the
     distinct customer_ids of the orders (`names`) and categories are not counted.
+    With `holdout_days`, the same pass also splits the history for a holdout check of the purchase
+    models: the last h = min(holdout_days, ⌊holdout_share · days since the first order⌋) days are
+    the holdout, and `split_day`, `tx_to_split` and `last_day_to_split` describe the calibration
+    period before them (none when h = 0).
     """
     if con is None:
         with connect() as own:
             return aggregate_orders(orders, as_of=as_of, timezone=timezone, trend_window_days=trend_window_days,
-                                    con=own, categories=False, label=label)
+                                    con=own, categories=False, label=label, holdout_days=holdout_days,
+                                    holdout_share=holdout_share)
     import duckdb
 
     source, columns = _register(con, orders, label)
@@ -106,7 +117,7 @@ def aggregate_orders(orders: OrdersSource, *, as_of: pd.Timestamp, timezone: str
         return _aggregate(con, source, columns, as_of=as_of, timezone=timezone,
                           trend_window_days=trend_window_days, category_window_days=category_window_days,
                           n_customers=n_customers, categories=categories and "category" in columns,
-                          label=label)
+                          label=label, holdout=(holdout_days, holdout_share))
     except duckdb.ConversionException as exc:  # an amount DECIMAL(18, 4) cannot hold, or NaN
         raise DataError(f"{label}: an amount is not a finite number below {_MAX_AMOUNT:.0e} ({exc})",
                         column="amount") from exc
@@ -260,7 +271,7 @@ def _day_sql(transitions: np.ndarray, offsets: np.ndarray) -> str:
 
 
 def _aggregate(con, source: str, columns: set[str], *, as_of, timezone, trend_window_days, category_window_days,
-               n_customers: int | None, categories: bool, label: str) -> OrderAggregates:
+               n_customers: int | None, categories: bool, label: str, holdout=(0, 1.0)) -> OrderAggregates:
     as_of_ns = int(as_of.as_unit("ns").value)
     cat_col = "category::VARCHAR" if categories else "NULL::VARCHAR"
     # One pass over the narrow columns: missing values, the time range kept, the distinct categories.
@@ -286,6 +297,8 @@ def _aggregate(con, source: str, columns: set[str], *, as_of, timezone, trend_wi
     k = len(names)
     recent_start = as_of_day - trend_window_days
     cat_start = as_of_day - category_window_days
+    holdout_span = min(int(holdout[0]), int((as_of_day - lo_day) * holdout[1]))
+    split = as_of_day - holdout_span if holdout_span > 0 else None
 
     # Days: a bitmap whose rows are whole 64-bit words (8 + 64·w bits incl. DuckDB's padding byte).
     # One day of margin on each side: a DST change at midnight can step a local day back.
@@ -308,6 +321,10 @@ def _aggregate(con, source: str, columns: set[str], *, as_of, timezone, trend_wi
         aggs += ["count(DISTINCT day)::INTEGER AS n_tx",
                  f"count(DISTINCT day) FILTER (day > {recent_start})::INTEGER AS tx_recent",
                  f"count(DISTINCT day) FILTER (day > {earlier_start} AND day <= {recent_start})::INTEGER AS tx_earlier"]
+        if split is not None:
+            aggs.append(f"count(DISTINCT day) FILTER (day <= {split})::INTEGER AS tx_split")
+    if split is not None:
+        aggs.append(f"max(day) FILTER (day <= {split}) AS last_split")
     packed = 0 < k <= PACKED_MAX_CATEGORIES
     code = "NULL::INTEGER"
     if k:
@@ -355,19 +372,32 @@ def _aggregate(con, source: str, columns: set[str], *, as_of, timezone, trend_wi
     agg.first_day[where] = local_days(first_ns, transitions, offsets).astype("datetime64[D]")
     agg.last_day[where] = local_days(last_ns, transitions, offsets).astype("datetime64[D]")
     if use_bitmap:
-        n_tx, rec, ear = _count_days(result["days"], first, words, recent_start, trend_window_days)
+        n_tx, rec, ear, *to_split = _count_days(result["days"], first, words, recent_start, trend_window_days,
+                                                split)
     else:
         n_tx, rec, ear = (result[c].to_numpy() for c in ("n_tx", "tx_recent", "tx_earlier"))
+        to_split = [result["tx_split"].to_numpy()] if split is not None else []
     agg.n_transactions[where] = n_tx
     agg.tx_recent[where] = rec
     agg.tx_earlier[where] = ear
+    if split is not None:
+        agg.split_day = np.datetime64(split, "D")
+        agg.tx_to_split = np.zeros(size, dtype=np.int64)
+        agg.tx_to_split[where] = to_split[0]
+        agg.last_day_to_split = np.full(size, np.datetime64("NaT"), dtype="datetime64[D]")
+        none = np.iinfo(np.int32).min  # NULL: no transaction up to the split day
+        last_split = result["last_split"].fill_null(none).to_numpy().astype(np.int64)
+        before = last_split != none
+        agg.last_day_to_split[where[before]] = last_split[before].astype("datetime64[D]")
     if categories:  # only with customers given (n), see above
         agg.categories = _category_counts(con, result, where, size, names, packed, inner, cat_start)
     return agg
 
 
-def _count_days(days: pa.ChunkedArray, first: int, words: int, recent_start: int, window: int):
-    """Set bits of each customer's day bitmap: all, in (recent_start, +window], in the window before.
+def _count_days(days: pa.ChunkedArray, first: int, words: int, recent_start: int, window: int,
+                split: int | None = None):
+    """Set bits of each customer's day bitmap: all, in (recent_start, +window], in the window before,
+    and (with `split`) up to the split day.
 
     DuckDB writes a bitstring as a padding-count byte, then the bits MSB first (padding bits set);
     the range was chosen so that the padding is 0 and a row is exactly `words` 64-bit words. Word
@@ -384,7 +414,9 @@ def _count_days(days: pa.ChunkedArray, first: int, words: int, recent_start: int
         return np.packbits(bit).view(np.uint64)
 
     masks = [None, mask(recent_start + 1, recent_start + window), mask(recent_start - window + 1, recent_start)]
-    parts = [[], [], []]
+    if split is not None:
+        masks.append(mask(first, split))
+    parts = [[] for _ in masks]
     for chunk in days.chunks:
         offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int64 if pa.types.is_large_binary(chunk.type) else np.int32)
         offsets = offsets[chunk.offset:chunk.offset + len(chunk) + 1]

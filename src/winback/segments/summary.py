@@ -24,7 +24,8 @@ def segment_summary(segments: pd.DataFrame) -> pd.DataFrame:
 
 
 def render_segment_summary(segments: pd.DataFrame, *, title: str = "Customers by lapse stage × value tier") -> Table:
-    """A rich Table of `segment_summary`, plus the CLV at stake and the likely reasons of slipping customers."""
+    """A rich Table of `segment_summary`, plus the CLV at stake, the likely reasons of slipping customers
+    and the purchase model used (with why, from `segments.attrs["purchase_model"]`)."""
     counts = segment_summary(segments)
     clv = segments.groupby("lapse_stage", observed=True)["clv"].sum() if "clv" in segments else pd.Series()
     table = Table(title=title, show_footer=False)
@@ -40,8 +41,14 @@ def render_segment_summary(segments: pd.DataFrame, *, title: str = "Customers by
             stage, *(f"{int(row[t]):,}" for t in VALUE_TIERS), f"{int(row['total']):,}", f"{value:,.0f}",
             style="bold" if stage == "total" else None, end_section=stage == LAPSE_STAGES[-1],
         )
+    captions = []
     if "likely_reason" in segments:
         reasons = segments.loc[segments["likely_reason"] != "none", "likely_reason"].value_counts()
         if len(reasons):
-            table.caption = "likely reasons (slipping): " + ", ".join(f"{k} {v:,}" for k, v in reasons.items())
+            captions.append("likely reasons (slipping): " + ", ".join(f"{k} {v:,}" for k, v in reasons.items()))
+    chosen = segments.attrs.get("purchase_model")
+    if chosen:
+        captions.append(f"P(alive) and CLV from {chosen.get('label', chosen.get('model'))}: {chosen.get('reason', '')}")
+    if captions:
+        table.caption = "\n".join(captions)
     return table
