@@ -58,7 +58,7 @@ def dispatch_flow(
     provider_config: str | None = None,
     batch_size: int = 2000,
     concurrency_per_batch: int = 64,
-    uncertain_policy: str = "resend",
+    uncertain_policy: str = "hold",
     lock_wait_seconds: float = 600,
 ) -> dict:
     """For each campaign (one, or every campaign in the ledger): plan due cadence steps, then run the

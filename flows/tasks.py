@@ -199,6 +199,11 @@ def send_batch_task(campaign, campaign_id: str, settings: RunSettings, *, last_o
                                           batch_size=batch_size, max_batches=1, reconcile=reconcile))
     _log().info("Batch of %s: %s sent, failed %s, gate %s", campaign_id, summary.sent,
                 dict(summary.failed) or 0, dict(summary.gated) or 0)
+    if summary.refused:  # a refused API key: retrying the batch cannot help; one line says what to fix
+        from winback.errors import ChannelError
+
+        raise ChannelError(f"{summary.outage}; unsent rows left planned",
+                           hint="fix the provider's credentials, then the next dispatch sends them")
     if summary.outage:
         raise RetryableChannelError(f"provider outage, unsent rows left planned: {summary.outage}")
     return summary.to_dict()

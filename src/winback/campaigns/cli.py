@@ -154,7 +154,11 @@ def call_outcome_rows(frame, *, campaign: str | None = None, source: str = "<cal
                         hint=f"fill in one of {', '.join(CALL_OUTCOMES)} per call, beside the call list's `key`")
     out = pd.DataFrame(index=frame.index)
     if "key" in columns:
-        parts = frame[columns["key"]].astype("string").str.rsplit(":", n=2, expand=True)
+        from winback.channels.call_task import unescape_cell
+
+        # Call lists escape cells against formula injection (a leading '): read the key back as written.
+        keys = frame[columns["key"]].astype("string").map(lambda v: unescape_cell(v) if isinstance(v, str) else v)
+        parts = keys.astype("string").str.rsplit(":", n=2, expand=True)
         if parts.shape[1] != 3 or parts.isna().any().any():
             bad = int(parts.isna().any(axis=1).to_numpy().nonzero()[0][0]) + 1 if parts.shape[1] == 3 else 1
             raise DataError("a key is not campaign:customer:step", file=source, row=bad, column="key")

@@ -110,6 +110,7 @@ class DispatchSummary:
     held_elsewhere: int = 0  # rows in `sending` under another sender's live lease (left alone)
     uncertain_held: int = 0  # rows the ledger holds as `uncertain` at the end, waiting for a person
     outage: str | None = None
+    refused: bool = False  # a provider refused the account (the outage is not one a retry fixes)
     seconds: float = 0.0
 
     @property
@@ -142,6 +143,7 @@ class DispatchSummary:
         self.uncertain_held = max(self.uncertain_held, other.uncertain_held)
         if other.outage and other.outage not in (self.outage or ""):
             self.outage = f"{self.outage}; {other.outage}" if self.outage else other.outage
+        self.refused = self.refused or other.refused
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DispatchSummary:
@@ -161,6 +163,7 @@ class DispatchSummary:
             "lookups": self.lookups, "remaining_planned": self.remaining_planned, "planned_new": self.planned_new,
             "gated": dict(self.gated), "throttled": self.throttled, "deferred": dict(self.deferred),
             "held_elsewhere": self.held_elsewhere, "uncertain_held": self.uncertain_held, "outage": self.outage,
+            "refused": self.refused,
             "seconds": round(self.seconds, 3), "msgs_per_s": round(self.msgs_per_s, 1),
         }
 
@@ -186,6 +189,7 @@ class CircuitBreaker:
         self.open_reason: dict[str, str] = {}
         self.defer_reason: dict[str, str] = {}  # provider -> why its unsent messages wait (not due again at once)
         self.channels: dict[str, str] = {}  # plan channel -> provider serving it
+        self.refused: set[str] = set()  # providers stopped because they refused the account (401/403, …)
 
     def success(self, provider: str) -> None:
         """A request went through: the provider is up."""
@@ -206,6 +210,8 @@ class CircuitBreaker:
             self.open_reason[provider] = reason
             if defer:
                 self.defer_reason[provider] = defer
+            else:
+                self.refused.add(provider)  # the account was refused: a retry of the run cannot help
 
     def is_open(self, provider: str) -> bool:
         """True once the provider is considered down for this run."""
@@ -659,6 +665,7 @@ async def dispatch_batch(rows: pd.DataFrame, ledger, settings: SendSettings, *,
             await asyncio.to_thread(ledger.defer, keys, until=later, reason=reason, now=settings.clock.now())
     if settings.breaker.open_reason:
         summary.outage = "; ".join(settings.breaker.open_reason.values())
+        summary.refused = bool(settings.breaker.refused)
     return summary
 
 
@@ -907,6 +914,7 @@ async def dispatch(ledger, settings: SendSettings, *, now: Any | None = None, pl
         summary.held_elsewhere = 0
     if settings.breaker.open_reason:
         summary.outage = "; ".join(settings.breaker.open_reason.values())
+        summary.refused = bool(settings.breaker.refused)
     summary.seconds = time.perf_counter() - started
     return summary
 
