@@ -283,7 +283,8 @@ def _maximum_likelihood(objective, frequency, recency, T, weights, *, model: str
         return value / n, grad * (1.0 - (log_params / limits) ** 2) / n
 
     start = limits * np.arctanh(np.clip(center / limits, -0.999, 0.999))
-    result = minimize(per_customer, start, jac=True, method="BFGS", options={"gtol": 1e-9, "maxiter": 2000})
+    result = minimize(per_customer, start, jac=True, method="BFGS",
+                      options={"gtol": 1e-7, "xrtol": 1e-10, "maxiter": 2000})
     if not np.isfinite(result.fun) or result.fun * n >= 1e300:
         raise DataError(f"the {model} fit found no finite likelihood on these customers")
     log_params = limits * np.tanh(result.x / limits)
