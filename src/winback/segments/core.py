@@ -437,17 +437,16 @@ def _initial(name: str, T: np.ndarray) -> tuple[float, float, float, float]:
 def _choose_purchase_model(params: SegmentParams, cal: _Calibration | None) -> ModelChoice:
     """The purchase model named in `params`, else the one with the smaller holdout error (see model_check)."""
     if params.purchase_model != "auto":
-        return ModelChoice(params.purchase_model, f"{MODEL_LABELS[params.purchase_model]} named in the "
-                                                  "segmentation parameters (the campaign's segments_model)")
+        return ModelChoice(params.purchase_model, "named in the segmentation parameters (the campaign's "
+                                                  "segments_model)")
     fallback = params.selection_fallback
-    label = MODEL_LABELS[fallback]
     if cal is None or cal.holdout_days < params.selection_min_holdout_days:
         days = 0 if cal is None else cal.holdout_days
-        return ModelChoice(fallback, f"{label}: the history allows a holdout of {days} days, fewer than "
+        return ModelChoice(fallback, f"the fallback: the history allows a holdout of {days} days, fewer than "
                                      f"{params.selection_min_holdout_days}, too short to check the models on",
                            holdout_days=days)
     if len(cal.frequency) < params.selection_min_customers:
-        return ModelChoice(fallback, f"{label}: {len(cal.frequency)} customers bought before the holdout, fewer "
+        return ModelChoice(fallback, f"the fallback: {len(cal.frequency)} customers bought before the holdout, fewer "
                                      f"than {params.selection_min_customers}, too few to check the models on",
                            holdout_days=cal.holdout_days, n_customers=len(cal.frequency))
     x, t_x, T, y = cal.frequency, cal.recency, cal.T, cal.holdout

@@ -223,7 +223,7 @@ def choose_model(frequency, recency, T, holdout, horizon: float, *, candidates=M
     others += [f"{MODEL_LABELS[n]} not fitted" for n in failed]
     window = f"{holdout_days}-day" if holdout_days else f"{horizon:g}-{unit}"
     best_check = checks[best]
-    reason = (f"{MODEL_LABELS[best]}: smallest holdout error, mean Poisson deviance {best_check.deviance:.4g} against "
+    reason = (f"smallest holdout error, mean Poisson deviance {best_check.deviance:.4g} against "
               f"{', '.join(others) or 'no other candidate'}; {best_check.n_customers:,} customers made "
               f"{best_check.actual:,.0f} repeat transactions in the {window} holdout, "
               f"{MODEL_LABELS[best]} predicted {best_check.predicted:,.0f}")
