@@ -116,7 +116,8 @@ def _step(step: str, out: Path) -> dict:
     import pandas as pd
 
     from winback.segments import CustomerModels, fit_customer_models, segment_customers
-    from winback.segments.models import BgNbdParams, GammaGammaParams
+    from winback.segments.models import BgNbdParams, GammaGammaParams, MbgNbdParams
+    from winback.segments.pareto_nbd import ParetoNbdParams
 
     as_of = pd.Timestamp(AS_OF)
     t0 = time.perf_counter()
@@ -135,7 +136,7 @@ def _step(step: str, out: Path) -> dict:
         orders = out / "orders.parquet"
         if step == "fit":
             models = fit_customer_models(orders, as_of=as_of)
-            result["bgnbd"] = models.bgnbd.to_dict()
+            result["bgnbd"] = {**models.purchases.to_dict(), "model": models.purchases.model}
             result["gamma_gamma"] = models.gamma_gamma.to_dict() if models.gamma_gamma else None
             result["read_seconds"] = 0.0
         else:
@@ -145,7 +146,10 @@ def _step(step: str, out: Path) -> dict:
             models = None
             if step == "segment":
                 fitted = json.loads((out / "models.json").read_text())
-                models = CustomerModels(BgNbdParams(**fitted["bgnbd"]), GammaGammaParams(**fitted["gamma_gamma"]))
+                purchase = dict(fitted["bgnbd"])
+                kind = {"bgnbd": BgNbdParams, "mbgnbd": MbgNbdParams, "pareto-nbd": ParetoNbdParams}[
+                    purchase.pop("model", "bgnbd")]  # the saved purchase model, by its name
+                models = CustomerModels(kind(**purchase), GammaGammaParams(**fitted["gamma_gamma"]))
             world = out / "world.json"
             departed = json.loads(world.read_text()).get("departed_managers", []) if world.exists() else []
             seg = segment_customers(customers, orders, complaints, as_of=as_of, models=models,

@@ -63,7 +63,7 @@ def campaign_flow(
         if not dry_run:
             ok(check_providers_task(settings))
         inputs = ok(load_sources_task(spec, world))
-        segments = ok(segment_task(inputs, as_of_ts))
+        segments = ok(segment_task(inputs, as_of_ts, spec.segments_model))
         plan = ok(plan_task(spec, inputs, segments, as_of_ts, settings))
         publish_plan(spec.id, plan, budget=spec.budget, currency=spec.brand.currency, name=spec.name,
                      as_of=str(as_of_ts.tz_convert(zone).date()), dry_run=dry_run)

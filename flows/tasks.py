@@ -104,13 +104,16 @@ def load_sources_task(campaign, world: str | None):
 
 @task(name="segment customers", cache_policy=NO_CACHE)
 @user_errors
-def segment_task(inputs, as_of: pd.Timestamp) -> pd.DataFrame:
-    """RFM, own rhythm, BG/NBD P(alive), value tier, lapse stage and likely reason for every customer."""
+def segment_task(inputs, as_of: pd.Timestamp, purchase_model: str = "auto") -> pd.DataFrame:
+    """RFM, own rhythm, P(alive) from the purchase model the holdout check picks (or the campaign names),
+    value tier, lapse stage and likely reason for every customer."""
     from winback.segments import segment_customers
+    from winback.segments.core import SegmentParams
 
     return segment_customers(
         inputs.customers, inputs.orders, inputs.complaints, as_of=as_of,
         departed_managers=tuple(getattr(inputs, "departed_managers", ()) or ()),
+        params=SegmentParams(purchase_model=purchase_model),
     )
 
 

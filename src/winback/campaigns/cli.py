@@ -67,8 +67,11 @@ def register(app: typer.Typer) -> None:
         when = parse_timestamp(as_of, tz=spec.policy.default_timezone) if as_of else utc_now()
         src = resolve_sources(spec, world=world, customers=customers, orders=orders, complaints=complaints)
         inputs = load_inputs(**src, quarantine_path=quarantine, default_timezone=spec.policy.default_timezone)
+        from winback.segments.core import SegmentParams
+
         segments = segment_customers(inputs.customers, inputs.orders, inputs.complaints, as_of=when,
-                                     departed_managers=inputs.departed_managers or src["departed_managers"] or ())
+                                     departed_managers=inputs.departed_managers or src["departed_managers"] or (),
+                                     params=SegmentParams(purchase_model=spec.segments_model))
         suppressions = history = learner = None
         url = ledger or os.environ.get("WINBACK_LEDGER_URL")
         console = Console()
