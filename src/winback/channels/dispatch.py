@@ -600,11 +600,13 @@ async def dispatch_batch(rows: pd.DataFrame, ledger, settings: SendSettings, *,
         jobs.append((row, channel, message))
 
     now = settings.clock.now()
+    deadlines: dict[tuple[Any, Any], pd.Timestamp] = {}  # one per (rules, zone) in the batch, not per message
 
     async def run(row, channel, message):
-        rules = SendRules.parse(_value(row, "send_rules"))
-        deadline = throttle_deadline(rules, _value(row, "timezone"), now)
-        return row, message, channel, await deliver(channel, message, settings, deadline)
+        key = (_value(row, "send_rules"), _value(row, "timezone"))
+        if key not in deadlines:
+            deadlines[key] = throttle_deadline(SendRules.parse(key[0]), key[1], now)
+        return row, message, channel, await deliver(channel, message, settings, deadlines[key])
 
     tasks = [asyncio.ensure_future(run(*job)) for job in jobs]
     try:
