@@ -67,6 +67,8 @@ def plan_markdown(campaign_id: str, plan: pd.DataFrame, *, budget: float | None,
         f"## Channels (treatment)\n{_table(channels)}\n"
         f"## Offers by value tier (treatment)\n{_table(offers)}\n"
         f"## Exclusions by reason\n{_table(reasons)}\n"
+        f"Why one customer was left out, held out or given an offer (every customer evaluated has a decision "
+        f"row in the ledger): `winback explain CUSTOMER_ID --campaign {campaign_id}`.\n"
     )
 
 
